@@ -1,0 +1,3 @@
+module github.com/statepipe/statepipe
+
+go 1.25

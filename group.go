@@ -1,0 +1,185 @@
+package statepipe
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Group is one caller's stream through shared Pipelines: what it submits
+// comes back only on its own Out. Groups are independent: a group whose
+// consumer stops reading blocks only its own Submit.
+//
+// To stop early, cancel the context you submitted with (the requests still
+// inside then finish with its error) and Close the group; results not yet
+// received stay in Out's buffer and are dropped with the group. Nothing
+// waits for a consumer that went away.
+type Group[T any] struct {
+	p       *Pipelines[T]
+	out     chan Request[T] // buffered to limit, so delivery never blocks
+	limit   int64
+	pending lifecycle     // admitted, not yet in out; drained closes out
+	room    wakeup        // a delivery wakes a Submit waiting for room
+	done    chan struct{} // closed by Close: wakes blocked Submits
+	once    sync.Once
+
+	// Ordered groups only: results wait in ring, at seq % limit, until
+	// every earlier one has gone to out.
+	ordered bool
+	mu      sync.Mutex
+	seq     uint64 // next submission position; guarded by mu
+	next    uint64 // next position to release; guarded by mu
+	ring    []Request[T]
+	ready   []bool
+}
+
+// NewGroup returns a new group. On closed Pipelines it returns a closed
+// group: Submit returns ErrClosed and Out is closed.
+func (p *Pipelines[T]) NewGroup(opts ...GroupOption) *Group[T] {
+	gc := groupConfig{ordered: p.cfg.ordered, maxInFlight: p.cfg.maxInFlight}
+	for _, o := range opts {
+		if o != nil {
+			o.applyGroup(&gc)
+		}
+	}
+	limit := min(max(gc.maxInFlight, 1), p.cfg.maxInFlight)
+	g := &Group[T]{
+		p:       p,
+		out:     make(chan Request[T], limit),
+		limit:   int64(limit),
+		done:    make(chan struct{}),
+		room:    newWakeup(),
+		ordered: gc.ordered,
+	}
+	g.pending.drained = func() {
+		close(g.out)
+		p.unregister(g)
+	}
+	if g.ordered {
+		g.ring = make([]Request[T], limit)
+		g.ready = make([]bool, limit)
+	}
+	if !p.register(g) {
+		g.Close()
+	}
+	return g
+}
+
+// Submit sends data into the machine as a new request with context ctx.
+// It blocks while the group's or the Pipelines' in-flight bound is reached,
+// and returns ctx's error if ctx ends first, or ErrClosed if the group or
+// the Pipelines are closed. Once Submit returns nil, the request comes out
+// of Out exactly once. Submit is safe for concurrent use; requests
+// submitted concurrently have no order among themselves.
+func (g *Group[T]) Submit(ctx context.Context, data T) error {
+	if ctx == nil {
+		return ErrNilContext
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := g.admit(ctx); err != nil {
+		return err
+	}
+	if err := g.p.admit(ctx); err != nil {
+		g.pending.done(1)
+		return err
+	}
+	r := Request[T]{Ctx: ctx, Data: data, Next: g.p.start, group: g, queued: clock()}
+	if g.ordered {
+		g.mu.Lock()
+		r.seq = g.seq
+		g.seq++
+		g.mu.Unlock()
+	}
+	g.p.in <- r // never blocks: in has room for every request inside
+	return nil
+}
+
+// admit takes a place in the group. A place is freed when the consumer
+// receives from Out, which cannot be observed. While some of the group's
+// requests are inside the machine, each delivery wakes a waiting Submit
+// (the consumer usually receives right after one). Once none is inside,
+// only the consumer can make room, and a full group looks again after a
+// pause that grows from 20µs to 1ms: the consumer has a full buffer to
+// work through meanwhile.
+func (g *Group[T]) admit(ctx context.Context) error {
+	var t *time.Timer
+	pause := 20 * time.Microsecond
+	for {
+		ok, closed := g.pending.add(int64(len(g.out)), g.limit)
+		if ok {
+			return nil
+		}
+		if closed {
+			return ErrClosed
+		}
+		if g.pending.count() > 0 {
+			roomOrIdle := func() bool {
+				n := g.pending.count()
+				return n == 0 || n+int64(len(g.out)) < g.limit
+			}
+			if err := g.room.wait(ctx, g.done, roomOrIdle); err != nil {
+				return err
+			}
+			continue
+		}
+		if t == nil {
+			t = time.NewTimer(pause)
+			defer t.Stop()
+		} else {
+			t.Reset(pause)
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-g.done:
+			return ErrClosed
+		}
+		pause = min(2*pause, time.Millisecond)
+	}
+}
+
+// Out returns the channel of finished requests: each with Err nil, or the
+// error that stopped it. It is closed after Close (of the group or of the
+// Pipelines) once the last result is in it.
+func (g *Group[T]) Out() <-chan Request[T] { return g.out }
+
+// Close marks the end of the group's input: Submit returns ErrClosed from
+// now on. Requests already submitted still come out; Out closes after the
+// last. Close never waits for the consumer, and calling it again does
+// nothing.
+func (g *Group[T]) Close() {
+	g.once.Do(func() {
+		close(g.done)
+		g.pending.close()
+	})
+}
+
+// deliver puts a finished request into out: at once, or for an ordered
+// group once every earlier submission is out. out has room: at most limit
+// requests are admitted and not yet received.
+func (g *Group[T]) deliver(r Request[T]) {
+	if !g.ordered {
+		g.out <- r
+		g.pending.done(1)
+		g.room.signal()
+		return
+	}
+	g.mu.Lock()
+	n := uint64(len(g.ring))
+	g.ring[r.seq%n], g.ready[r.seq%n] = r, true
+	released := int64(0)
+	for i := g.next % n; g.ready[i]; i = g.next % n {
+		g.out <- g.ring[i]
+		g.ring[i], g.ready[i] = Request[T]{}, false
+		g.next++
+		released++
+	}
+	g.mu.Unlock()
+	if released > 0 {
+		g.pending.done(released)
+		g.room.signal()
+	}
+}

@@ -1,0 +1,352 @@
+package statepipe
+
+import (
+	"context"
+	"log/slog"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pipelines runs requests through a state machine on a fixed set of worker
+// goroutines. Create it with [New], feed it through groups
+// ([Pipelines.NewGroup]) and stop it with [Pipelines.Close].
+type Pipelines[T any] struct {
+	sm     StateMachine[T]
+	cfg    config
+	mws    []Middleware[T]
+	log    *slog.Logger
+	stages *stageIndex
+	start  Stage[T]
+
+	// in carries new and resumed requests to the workers. It never fills:
+	// its capacity is the bound on requests inside the machine.
+	in      chan Request[T]
+	life    lifecycle     // requests inside the machine; drained closes drained
+	room    wakeup        // wakes a Submit waiting for room inside the machine
+	drained chan struct{} // closed once closing and nothing is inside
+	closing chan struct{} // closed when Close begins; wakes blocked Submits
+
+	workers []*worker[T]
+	idle    atomic.Int32 // workers waiting for a request
+	wg      sync.WaitGroup
+
+	mu      sync.Mutex
+	groups  map[*Group[T]]struct{}   // open groups, closed by Close
+	parkers atomic.Pointer[[]parker] // copy on write, read when idle
+	once    sync.Once
+}
+
+// parker holds parked requests on behalf of the engine: a Batcher. The
+// engine tells it when nothing is left running that could join a batch
+// (idle), when shutdown begins (closing: hold nothing back from now on)
+// and when every request is out (closed: stop its goroutines).
+type parker interface {
+	engineIdle()
+	engineClosing()
+	engineClosed()
+}
+
+// New finds the stages of sm, starts the workers and returns the running
+// Pipelines. Configuration problems are reported as one error wrapping
+// [ErrInvalidOption]; nothing is started then.
+func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
+	var names []string
+	if sm != nil {
+		names = discoverStages(sm)
+	}
+	cfg, mws, err := validate(sm, len(names), opts)
+	if err != nil {
+		return nil, err
+	}
+	n := cfg.maxInFlight
+	p := &Pipelines[T]{
+		sm:      sm,
+		cfg:     cfg,
+		mws:     mws,
+		log:     cfg.logger,
+		stages:  newStageIndex(names),
+		start:   sm.Start,
+		in:      make(chan Request[T], n),
+		room:    newWakeup(),
+		drained: make(chan struct{}),
+		closing: make(chan struct{}),
+		groups:  make(map[*Group[T]]struct{}),
+	}
+	p.life.drained = func() { close(p.drained) }
+	p.parkers.Store(new([]parker))
+	p.workers = make([]*worker[T], cfg.workers)
+	p.wg.Add(cfg.workers)
+	for i := range p.workers {
+		w := newWorker(p)
+		p.workers[i] = w
+		go w.loop()
+	}
+	p.log.Info("statepipe: started", "stages", names, "workers", cfg.workers, "maxInFlight", n)
+	return p, nil
+}
+
+// Stages returns the names of the stages found by New: Start first, then the
+// other exported methods with the Stage signature, in name order.
+func (p *Pipelines[T]) Stages() []string {
+	return slices.Clone(p.stages.names()[:p.stages.discovered])
+}
+
+// Close stops intake (Submit returns ErrClosed), closes every group, lets
+// the requests inside the machine finish (batches pending are flushed),
+// waits for every goroutine it started, and then calls the machine's
+// Close. It never waits for consumers: results not yet received stay in
+// their group's Out, which closes after the last one. Calling Close again
+// waits for the first call and returns nil. Close must not be called from
+// a stage.
+func (p *Pipelines[T]) Close() error {
+	p.once.Do(func() {
+		close(p.closing)
+		p.life.close()
+
+		p.mu.Lock()
+		groups := make([]*Group[T], 0, len(p.groups))
+		for g := range p.groups {
+			groups = append(groups, g)
+		}
+		p.mu.Unlock()
+		for _, g := range groups {
+			g.Close()
+		}
+
+		parkers := *p.parkers.Load()
+		for _, pk := range parkers {
+			pk.engineClosing()
+		}
+		<-p.drained
+		close(p.in) // nothing can send any more: every request is out
+		p.wg.Wait()
+		for _, pk := range parkers {
+			pk.engineClosed()
+		}
+		p.sm.Close()
+		p.log.Info("statepipe: closed")
+	})
+	return nil
+}
+
+// addParker registers a parker, once, to be told of idleness and shutdown.
+func (p *Pipelines[T]) addParker(pk parker) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.parkers.Load()
+	for _, o := range old {
+		if o == pk {
+			return
+		}
+	}
+	grown := append(old[:len(old):len(old)], pk)
+	p.parkers.Store(&grown)
+}
+
+// resume hands a parked request back to the workers, which continue it at
+// r.Next, or finish it if r.Next is nil or r.Err is set. It never blocks:
+// a parked request is still counted inside the machine, so in has room.
+func (p *Pipelines[T]) resume(r Request[T]) {
+	r.parked = false
+	p.in <- r
+}
+
+// parkedMark is what a stage returns after handing its request to a
+// parker: it tells the worker to let go.
+func parkedMark[T any]() Request[T] { return Request[T]{parked: true} }
+
+func (p *Pipelines[T]) register(g *Group[T]) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.life.closed() {
+		return false
+	}
+	p.groups[g] = struct{}{}
+	return true
+}
+
+func (p *Pipelines[T]) unregister(g *Group[T]) {
+	p.mu.Lock()
+	delete(p.groups, g)
+	p.mu.Unlock()
+}
+
+// worker is one goroutine running requests through the machine. Its
+// statistics are its own, so that counting costs no contention.
+type worker[T any] struct {
+	p     *Pipelines[T]
+	stats workerStats
+
+	// The middleware chain is built once per worker; the stage being run
+	// and its name are kept here instead of in a closure per call.
+	chain    Stage[T]
+	curStage Stage[T]
+	curName  string
+}
+
+func newWorker[T any](p *Pipelines[T]) *worker[T] {
+	w := &worker[T]{p: p}
+	w.stats.init()
+	if len(p.mws) > 0 {
+		next := Stage[T](func(r Request[T]) Request[T] { return w.curStage(r) })
+		for i := len(p.mws) - 1; i >= 0; i-- {
+			mw, inner := p.mws[i], next
+			next = func(r Request[T]) Request[T] { return mw(w.curName, r, inner) }
+		}
+		w.chain = next
+	}
+	return w
+}
+
+func (w *worker[T]) loop() {
+	defer w.p.wg.Done()
+	now := clock()
+	for {
+		r, waited, ok := w.receive()
+		if !ok {
+			w.stats.publish()
+			return
+		}
+		if waited {
+			now = clock()
+		}
+		// A request picked up without waiting starts when the previous
+		// one ended: one clock reading per request instead of two.
+		if r.started == 0 {
+			r.started = now
+			w.stats.local.queued.observe(now - r.queued)
+		}
+		now = w.run(r)
+	}
+}
+
+// receive returns the next request; waited reports whether it had to
+// block for it, and ok is false once the input is closed.
+func (w *worker[T]) receive() (r Request[T], waited, ok bool) {
+	p := w.p
+	select {
+	case r, ok = <-p.in:
+		return r, false, ok
+	default:
+	}
+	w.stats.publish()
+	if int(p.idle.Add(1)) == len(p.workers) && len(p.in) == 0 {
+		// Nothing is running and nothing is queued: no request can join
+		// a pending batch any more, so batches need not linger.
+		for _, pk := range *p.parkers.Load() {
+			pk.engineIdle()
+		}
+	}
+	r, ok = <-p.in
+	p.idle.Add(-1)
+	return r, true, ok
+}
+
+// run carries r through the machine until it finishes, fails or parks,
+// and returns the clock reading at the end. A panic in a stage or its
+// middleware fails the request; one recover per request, not per stage,
+// keeps the cost of a transition low.
+func (w *worker[T]) run(r Request[T]) (now int64) {
+	p := w.p
+	id := -1 // the stage running; -1 outside stages
+	defer func() {
+		if id < 0 {
+			return // not a stage's panic: the engine's own, which must not be hidden
+		}
+		if v := recover(); v != nil {
+			r.Next = nil
+			r.Err = p.panicked(p.stages.name(id), v)
+			w.stats.stage(id, true)
+			now = w.finish(r)
+		}
+	}()
+	for r.Err == nil && r.Next != nil {
+		if err := r.Ctx.Err(); err != nil {
+			r.Err = err
+			break
+		}
+		stage := r.Next
+		sid := p.stages.id(codeOf(stage))
+		if p.cfg.dag && sid != otherStage {
+			if r.visited&(1<<sid) != 0 {
+				r.Err = p.cycleError(sid, &r.trail)
+				break
+			}
+			r.visited |= 1 << sid
+			r.trail.push(sid)
+		}
+		r.Next = nil // a stage that sets nothing finishes the request
+		id = sid
+		if w.chain == nil {
+			r = stage(r)
+		} else {
+			w.curStage, w.curName = stage, p.stages.name(sid)
+			r = w.chain(r)
+		}
+		id = -1
+		w.stats.stage(sid, r.Err != nil && !r.parked)
+		if r.parked {
+			return clock()
+		}
+	}
+	return w.finish(r)
+}
+
+// finish counts r and hands it to its group; it returns the clock reading.
+func (w *worker[T]) finish(r Request[T]) int64 {
+	now := clock()
+	w.stats.finished(r.Err != nil, now-r.started)
+	w.p.deliver(r)
+	return now
+}
+
+func (p *Pipelines[T]) panicked(stage string, v any) *PanicError {
+	err := &PanicError{Stage: stage, Value: v, Stack: debug.Stack()}
+	p.log.Error("statepipe: recovered panic", "stage", stage, "panic", v)
+	return err
+}
+
+func (p *Pipelines[T]) cycleError(id int, t *trail) *CycleError {
+	ids := t.path()
+	path := make([]string, len(ids))
+	for i, v := range ids {
+		path[i] = p.stages.name(v)
+	}
+	return &CycleError{Stage: p.stages.name(id), Path: path}
+}
+
+// deliver hands a finished request to its group's output and frees its
+// place in the machine.
+func (p *Pipelines[T]) deliver(r Request[T]) {
+	r.group.deliver(r)
+	p.life.done(1)
+	p.room.signal()
+}
+
+// epoch anchors clock readings; time.Since uses the monotonic clock.
+var epoch = time.Now()
+
+func clock() int64 { return int64(time.Since(epoch)) }
+
+// admit takes a place in the machine for a request its group has admitted.
+func (p *Pipelines[T]) admit(ctx context.Context) error {
+	limit := int64(p.cfg.maxInFlight)
+	for {
+		ok, closed := p.life.add(0, limit)
+		if ok {
+			if p.life.count() < limit {
+				p.room.signal() // room is left for the next waiter
+			}
+			return nil
+		}
+		if closed {
+			return ErrClosed
+		}
+		if err := p.room.wait(ctx, p.closing, func() bool { return p.life.count() < limit }); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,65 @@
+package statepipe
+
+import "context"
+
+// Request is one item on its way through a state machine. Stages receive it
+// by value, change it and return it.
+type Request[T any] struct {
+	Ctx  context.Context // the submitter's context; cancelling it stops this request
+	Data T               // the item
+	Err  error           // set by a stage (or by statepipe) to fail this request
+	Next Stage[T]        // the stage to run next; nil finishes the request
+
+	// Bookkeeping owned by the engine; a stage copies it along untouched.
+	group   *Group[T]
+	seq     uint64 // submission position, for ordered groups
+	queued  int64  // clock reading at Submit
+	started int64  // clock reading when a worker first picked it up
+	visited uint64 // stage ids run so far, for WithDAG
+	trail   trail  // the last stages run, for CycleError
+	parked  bool   // handed to a parker by the stage that just returned
+}
+
+// Stage is one step of a state machine. It sets r.Next to the stage to run
+// next, or leaves it nil to finish the request, and returns r.
+//
+// Naming the next stage with a method value built inside a stage
+// (r.Next = s.Validate) costs one small heap allocation per transition,
+// because the method value escapes with the request. To avoid it, make the
+// stage values once when the machine is built and assign those:
+//
+//	m.validate = m.Validate // in the constructor, once
+//	r.Next = m.validate     // in a stage: no allocation
+type Stage[T any] func(r Request[T]) Request[T]
+
+// StateMachine is implemented by the type whose exported methods are the
+// stages. Every exported method with the signature of a [Stage] is found by
+// [New]; Start is the first stage of every request.
+type StateMachine[T any] interface {
+	Start(r Request[T]) Request[T]
+	// Close is called once, after the Pipelines have shut down and no
+	// stage is running.
+	Close()
+}
+
+// trail records the ids of the last len(trail.ids) stages a request ran, so
+// that a CycleError can name the path without an allocation per request.
+type trail struct {
+	ids  [8]uint8
+	hops uint8
+}
+
+func (t *trail) push(id int) {
+	t.ids[t.hops%uint8(len(t.ids))] = uint8(id)
+	t.hops++
+}
+
+// path returns the recorded stage ids, oldest first.
+func (t *trail) path() []int {
+	n := min(int(t.hops), len(t.ids))
+	out := make([]int, 0, n)
+	for i := int(t.hops) - n; i < int(t.hops); i++ {
+		out = append(out, int(t.ids[i%len(t.ids)]))
+	}
+	return out
+}

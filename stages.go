@@ -1,0 +1,138 @@
+package statepipe
+
+import (
+	"reflect"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+)
+
+// maxStageIDs bounds the distinct stage functions the engine tells apart
+// (discovered stages first, then other functions seen as Next). Functions
+// beyond it share the last id, named "(other)", in statistics.
+const maxStageIDs = 64
+
+// otherStage is the id shared by stage functions beyond maxStageIDs.
+const otherStage = maxStageIDs - 1
+
+// discoverStages returns the names of sm's exported methods that have the
+// Stage signature: Start first, then the rest in name order (the order
+// package reflect lists methods in).
+func discoverStages[T any](sm StateMachine[T]) []string {
+	want := reflect.TypeFor[Stage[T]]()
+	t := reflect.TypeOf(sm)
+	names := []string{"Start"}
+	for i := range t.NumMethod() {
+		m := t.Method(i)
+		// m.Type includes the receiver; compare the signature without it.
+		if m.Name == "Start" || m.Type.NumIn() != 2 || m.Type.NumOut() != 1 ||
+			m.Type.In(1) != want.In(0) || m.Type.Out(0) != want.Out(0) {
+			continue
+		}
+		names = append(names, m.Name)
+	}
+	return names
+}
+
+// stageIndex maps a stage function to a small id, for statistics, cycle
+// checks and error messages, without allocating: a func value points to a
+// closure whose first word is its code pointer, and every method value of
+// one method (r.Next = s.B, wherever it is built) shares that code.
+type stageIndex struct {
+	discovered int // names[:discovered] are the stages found by New
+
+	// table is read on every transition and replaced (copy on write) when
+	// a new code pointer is seen, which happens once per function.
+	table atomic.Pointer[stageTable]
+	mu    sync.Mutex // serialises writers of table
+}
+
+type stageTable struct {
+	known []codeID
+	names []string // by id
+}
+
+type codeID struct {
+	code uintptr
+	id   int
+}
+
+func newStageIndex(discovered []string) *stageIndex {
+	ix := &stageIndex{discovered: len(discovered)}
+	ix.table.Store(&stageTable{names: discovered})
+	return ix
+}
+
+// codeOf returns the code pointer of fn. It does not let fn escape, so a
+// method value built only to be passed here stays on the stack.
+func codeOf[T any](fn Stage[T]) uintptr {
+	return **(**uintptr)(unsafe.Pointer(&fn))
+}
+
+// id returns the id of the stage function with the given code pointer.
+func (ix *stageIndex) id(code uintptr) int {
+	for _, k := range ix.table.Load().known {
+		if k.code == code {
+			return k.id
+		}
+	}
+	return ix.learn(code)
+}
+
+// learn names a code pointer seen for the first time.
+func (ix *stageIndex) learn(code uintptr) int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	old := ix.table.Load()
+	for _, k := range old.known {
+		if k.code == code { // learnt by another worker meanwhile
+			return k.id
+		}
+	}
+	name := funcName(code)
+	names := old.names[:len(old.names):len(old.names)]
+	id := slices.Index(names, name)
+	switch {
+	case id >= 0:
+	case len(names) < otherStage:
+		id = len(names)
+		names = append(names, name)
+	default: // out of ids: share the last one
+		id = otherStage
+		if len(names) == otherStage {
+			names = append(names, "(other)")
+		}
+	}
+	known := append(old.known[:len(old.known):len(old.known)], codeID{code, id})
+	ix.table.Store(&stageTable{known: known, names: names})
+	return id
+}
+
+// name returns the name of stage id.
+func (ix *stageIndex) name(id int) string { return ix.table.Load().names[id] }
+
+// names returns the names of every id in use.
+func (ix *stageIndex) names() []string { return ix.table.Load().names }
+
+// funcName turns the runtime name of a function into a stage name: a
+// method value "pkg.(*Machine).Validate-fm" becomes "Validate"; anything
+// else (a closure, a plain function) keeps its name after the package path,
+// such as "Machine.Start.func1".
+func funcName(code uintptr) string {
+	f := runtime.FuncForPC(code)
+	if f == nil {
+		return "(unknown)"
+	}
+	full := f.Name()
+	if m, ok := strings.CutSuffix(full, "-fm"); ok {
+		return m[strings.LastIndexByte(m, '.')+1:]
+	}
+	short := full[strings.LastIndexByte(full, '/')+1:]
+	if _, rest, ok := strings.Cut(short, "."); ok {
+		return rest
+	}
+	return short
+}
