@@ -1,0 +1,372 @@
+package statepipe
+
+import (
+	"context"
+	"errors"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// ErrBatcherShared is the error of a request added to a Batcher that
+// already serves other Pipelines: a Batcher belongs to one Pipelines.
+var ErrBatcherShared = errors.New("statepipe: Batcher used by two Pipelines")
+
+// ErrNotRunning is the error of a request added to a Batcher outside a
+// stage of running Pipelines.
+var ErrNotRunning = errors.New("statepipe: Batcher.Add outside a running stage")
+
+// Batcher gathers requests from a stage into batches and serves each batch
+// with one call of its flush function, so that items streaming one by one
+// reach a bulk API in bulk. A stage hands its request over with
+// return b.Add(r); the worker is free at once. When the batch flushes,
+// every request resumes at its own Next on a free worker: batching can sit
+// anywhere in the machine.
+//
+// A batch flushes when it holds MaxItems requests (or MaxBytes of data),
+// when MaxWait has passed since its first request, when nothing is left
+// running that could join it (so a lone request does not wait for
+// MaxWait), and when the Pipelines close.
+//
+// A Batcher is made once, typically in the machine's constructor, and
+// serves one Pipelines. Its goroutine starts with the first request and
+// stops in Pipelines.Close.
+type Batcher[T any] struct {
+	flush func(ctx context.Context, batch []Request[T]) error
+	cfg   batchConfig
+	size  func(T) int
+
+	mu      sync.Mutex
+	p       *Pipelines[T] // bound by the first Add
+	index   batchIndex[T] // pending batches by key
+	lingers []*batch[T]   // pending batches in order of their first request, so of their deadline
+	ready   []*batch[T]   // closed batches waiting for a free flush
+	running int           // flushes running
+	closing bool          // the Pipelines are shutting down
+	stats   batchCounters
+	nextID  uint64 // identifies members for their cancellation watchers
+
+	wake chan struct{} // wakes the dispatcher; holds one pending wake-up
+	quit chan struct{} // closed to stop the dispatcher
+	wg   sync.WaitGroup
+}
+
+// batch is one group of parked requests that will share a flush call.
+type batch[T any] struct {
+	key     any // for keyed batchers, to remove it from the index
+	members []member[T]
+	bytes   int
+	first   time.Time
+	reason  FlushReason
+	closed  bool // taken out of the index: no more joins
+}
+
+// member is a parked request and the watcher of its context.
+type member[T any] struct {
+	r      Request[T]
+	id     uint64
+	parked time.Time
+	stop   func() bool // stops the cancellation watcher; nil if none
+}
+
+// NewBatcher returns a Batcher that serves batches with flush.
+//
+// In flush, the batcher owns batch for the duration of the call: set each
+// element's Data, Err and Next in place (other changes are ignored). A
+// non-nil return fails every element that has no Err of its own; a panic
+// fails every element with a [*PanicError]. Each element then resumes at
+// its Next, or comes out if Next is nil or Err is set. flush's ctx is not
+// tied to the members' contexts: a member cancelled while parked leaves the
+// batch at once and comes out with its context's error.
+//
+// NewBatcher panics, with an error wrapping [ErrInvalidOption], if flush
+// is nil or an option is invalid: these are mistakes in the program, found
+// the first time it runs.
+func NewBatcher[T any](flush func(ctx context.Context, batch []Request[T]) error, opts ...BatchOption) *Batcher[T] {
+	cfg, size, newIndex, err := validateBatch[T](opts)
+	if err == nil && flush == nil {
+		err = invalid("NewBatcher: nil flush function")
+	}
+	if err != nil {
+		panic(err)
+	}
+	b := &Batcher[T]{
+		flush: flush,
+		cfg:   cfg,
+		size:  size,
+		index: newIndex(),
+		wake:  make(chan struct{}, 1),
+		quit:  make(chan struct{}),
+	}
+	b.stats.park.reset()
+	b.stats.flush.reset()
+	return b
+}
+
+// Add parks r in the current batch and returns a request that tells the
+// worker to let go; use it as a stage's return value: return b.Add(r).
+// Set r.Next before, to the stage that should run after the flush (flush
+// may change it). Add never blocks.
+func (b *Batcher[T]) Add(r Request[T]) Request[T] {
+	if r.group == nil {
+		r.Err = ErrNotRunning
+		return r
+	}
+	p := r.group.p
+	now := time.Now()
+	b.mu.Lock()
+	if b.p == nil {
+		b.bind(p)
+	}
+	if b.p != p {
+		b.mu.Unlock()
+		r.Err = ErrBatcherShared
+		return r
+	}
+	bt := b.index.get(r.Data)
+	if len(bt.members) == 0 {
+		bt.first = now
+		b.lingers = append(b.lingers, bt)
+	}
+	b.nextID++
+	m := member[T]{r: r, id: b.nextID, parked: now}
+	bt.members = append(bt.members, m)
+	if b.size != nil {
+		bt.bytes += b.size(r.Data)
+	}
+	b.stats.parked++
+	// Watch the member's context only if it can end: a background
+	// context costs nothing here.
+	if r.Ctx.Done() != nil {
+		bt.members[len(bt.members)-1].stop = context.AfterFunc(r.Ctx, func() { b.cancel(bt, m.id) })
+	}
+	switch {
+	case len(bt.members) >= b.cfg.maxItems:
+		b.close(bt, FlushSize)
+	case b.cfg.maxBytes > 0 && bt.bytes >= b.cfg.maxBytes:
+		b.close(bt, FlushBytes)
+	case b.cfg.maxWait == 0:
+		b.close(bt, FlushLinger)
+	}
+	b.mu.Unlock()
+	b.signal()
+	return parkedMark[T]()
+}
+
+// bind attaches b to p on first use and starts its dispatcher, which p
+// stops in Close. b.mu is held.
+func (b *Batcher[T]) bind(p *Pipelines[T]) {
+	b.p = p
+	p.addParker(b)
+	b.wg.Add(1)
+	go b.dispatch()
+}
+
+// close takes bt out of the index so that nothing more joins it, and
+// queues it for a flush. b.mu is held.
+func (b *Batcher[T]) close(bt *batch[T], reason FlushReason) {
+	if bt.closed {
+		return
+	}
+	bt.closed, bt.reason = true, reason
+	b.index.del(bt)
+	b.ready = append(b.ready, bt)
+}
+
+// closeAll queues every pending batch for a flush. b.mu is held.
+func (b *Batcher[T]) closeAll(reason FlushReason) {
+	for _, bt := range b.lingers {
+		if !bt.closed && len(bt.members) > 0 {
+			b.close(bt, reason)
+		}
+	}
+	b.lingers = b.lingers[:0]
+}
+
+func (b *Batcher[T]) signal() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// dispatch closes batches whose linger has passed and starts flushes,
+// at most MaxFlushes at a time. It is the batcher's only long-lived
+// goroutine; engineClosed stops it.
+func (b *Batcher[T]) dispatch() {
+	defer b.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		b.mu.Lock()
+		wait := b.lingerDue(time.Now())
+		for len(b.ready) > 0 && b.running < b.cfg.maxFlushes {
+			bt := b.ready[0]
+			b.ready = b.ready[1:]
+			if len(bt.members) == 0 { // every member was cancelled
+				continue
+			}
+			b.running++
+			b.wg.Add(1)
+			go b.run(bt, b.take(bt))
+		}
+		b.mu.Unlock()
+		if wait > 0 {
+			timer.Reset(wait)
+		}
+		select {
+		case <-b.wake:
+		case <-timer.C:
+		case <-b.quit:
+			return
+		}
+		timer.Stop()
+	}
+}
+
+// lingerDue closes the batches whose MaxWait has passed and returns how
+// long until the next one's does (0: none pending). b.mu is held.
+func (b *Batcher[T]) lingerDue(now time.Time) time.Duration {
+	for len(b.lingers) > 0 {
+		bt := b.lingers[0]
+		if bt.closed || len(bt.members) == 0 {
+			b.lingers = b.lingers[1:]
+			continue
+		}
+		due := bt.first.Add(b.cfg.maxWait)
+		if now.Before(due) {
+			return due.Sub(now)
+		}
+		b.close(bt, FlushLinger)
+		b.lingers = b.lingers[1:]
+	}
+	return 0
+}
+
+// take stops watching the members of bt and returns those whose
+// cancellation did not win: a member whose watcher already fired is left
+// to it. b.mu is held.
+func (b *Batcher[T]) take(bt *batch[T]) []member[T] {
+	kept := bt.members[:0]
+	for _, m := range bt.members {
+		if m.stop != nil && !m.stop() {
+			// The watcher has fired and waits for b.mu; it will find the
+			// batch closed and leave the member to us, so fail it here.
+			m.r.Err = m.r.Ctx.Err()
+			b.p.resume(m.r)
+			b.stats.cancelled++
+			continue
+		}
+		kept = append(kept, m)
+	}
+	bt.members = nil
+	return kept
+}
+
+// cancel takes a member whose context ended out of its pending batch and
+// sends it out with the context's error, without waiting for the flush.
+func (b *Batcher[T]) cancel(bt *batch[T], id uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if bt.closed && bt.members == nil {
+		return // taken for a flush: take has seen this watcher fire
+	}
+	for i, m := range bt.members {
+		if m.id == id {
+			bt.members = append(bt.members[:i], bt.members[i+1:]...)
+			if b.size != nil {
+				bt.bytes -= b.size(m.r.Data)
+			}
+			m.r.Err = m.r.Ctx.Err()
+			b.stats.cancelled++
+			b.stats.parkedFor(time.Since(m.parked))
+			b.p.resume(m.r)
+			return
+		}
+	}
+}
+
+// run calls flush for one batch and resumes its members.
+func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
+	defer b.wg.Done()
+	reqs := make([]Request[T], len(members))
+	for i, m := range members {
+		reqs[i] = m.r
+	}
+	start := time.Now()
+	err := b.call(reqs)
+	end := time.Now()
+	failed := 0
+	for i, m := range members {
+		// Only the fields flush may set are taken back: the rest is
+		// the engine's bookkeeping, whatever flush did to the slice.
+		r := m.r
+		r.Data, r.Err, r.Next = reqs[i].Data, reqs[i].Err, reqs[i].Next
+		if r.Err == nil && err != nil {
+			r.Err = err
+		}
+		if r.Err != nil {
+			failed++
+		}
+		members[i].r = r
+	}
+	b.mu.Lock()
+	b.stats.flushed(bt.reason, len(members), failed, end.Sub(start))
+	for _, m := range members {
+		b.stats.parkedFor(end.Sub(m.parked))
+	}
+	b.running--
+	b.mu.Unlock()
+	for _, m := range members {
+		b.p.resume(m.r)
+	}
+	b.signal()
+}
+
+// call runs flush, turning a panic into the error of every member.
+func (b *Batcher[T]) call(reqs []Request[T]) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pe := &PanicError{Stage: b.cfg.name + " flush", Value: v, Stack: debug.Stack()}
+			b.p.log.Error("statepipe: recovered panic", "stage", pe.Stage, "panic", v)
+			for i := range reqs {
+				reqs[i].Err = nil // a panic fails every member, whatever flush set
+			}
+			err = pe
+		}
+	}()
+	return b.flush(context.Background(), reqs)
+}
+
+// engineIdle is called by a worker when nothing is running and nothing is
+// queued: no request can join a pending batch, so flush them now.
+func (b *Batcher[T]) engineIdle() {
+	b.mu.Lock()
+	reason := FlushIdle
+	if b.closing {
+		reason = FlushShutdown
+	}
+	if len(b.lingers) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	b.closeAll(reason)
+	b.mu.Unlock()
+	b.signal()
+}
+
+// engineClosing is called when Close begins: flush what is pending.
+func (b *Batcher[T]) engineClosing() {
+	b.mu.Lock()
+	b.closing = true
+	b.closeAll(FlushShutdown)
+	b.mu.Unlock()
+	b.signal()
+}
+
+// engineClosed is called once every request is out: stop the dispatcher
+// and wait for it and the flushes that are ending.
+func (b *Batcher[T]) engineClosed() {
+	close(b.quit)
+	b.wg.Wait()
+}

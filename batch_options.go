@@ -1,0 +1,124 @@
+package statepipe
+
+import (
+	"fmt"
+	"time"
+)
+
+// A BatchOption configures [NewBatcher].
+type BatchOption interface {
+	applyBatch(*batchConfig)
+}
+
+type batchOptionFunc func(*batchConfig)
+
+func (f batchOptionFunc) applyBatch(c *batchConfig) { f(c) }
+
+type batchConfig struct {
+	maxItems   int
+	maxWait    time.Duration
+	maxFlushes int
+	maxBytes   int
+	size       any // func(T) int, checked against T by NewBatcher
+	key        any // func() batchIndex[T], checked likewise
+	name       string
+	problems   []string
+}
+
+// MaxItems flushes a batch as soon as it holds n requests. The default is
+// 100; n must be at least 1.
+func MaxItems(n int) BatchOption {
+	return batchOptionFunc(func(c *batchConfig) {
+		if n < 1 {
+			c.problems = append(c.problems, "MaxItems: n must be at least 1")
+		}
+		c.maxItems = n
+	})
+}
+
+// MaxWait is how long a batch lingers after its first request, waiting for
+// more, before it is flushed. A batch flushes sooner when it is full, or
+// when nothing is left running that could join it. The default is 10ms;
+// d must not be negative (0 flushes whatever has gathered at once).
+func MaxWait(d time.Duration) BatchOption {
+	return batchOptionFunc(func(c *batchConfig) {
+		if d < 0 {
+			c.problems = append(c.problems, "MaxWait: d must not be negative")
+		}
+		c.maxWait = d
+	})
+}
+
+// MaxFlushes is how many flushes of one batcher may run at once; full
+// batches wait for a free flush, and their requests stay in flight, so a
+// slow bulk service pushes back on Submit. The default is 1; n must be at
+// least 1.
+func MaxFlushes(n int) BatchOption {
+	return batchOptionFunc(func(c *batchConfig) {
+		if n < 1 {
+			c.problems = append(c.problems, "MaxFlushes: n must be at least 1")
+		}
+		c.maxFlushes = n
+	})
+}
+
+// MaxBytes flushes a batch as soon as the sizes of its requests' data, as
+// measured by size, add up to n or more. A single request larger than n
+// is flushed alone. Off by default; n must be at least 1 and T must be
+// the batcher's data type.
+func MaxBytes[T any](n int, size func(T) int) BatchOption {
+	return batchOptionFunc(func(c *batchConfig) {
+		if n < 1 || size == nil {
+			c.problems = append(c.problems, "MaxBytes: n must be at least 1 and size not nil")
+		}
+		c.maxBytes, c.size = n, size
+	})
+}
+
+// BatchKey keeps one batch per key (table, tenant, endpoint): requests
+// with different keys never share a flush, and each key's batch has its
+// own size and linger. T must be the batcher's data type.
+func BatchKey[T any, K comparable](key func(T) K) BatchOption {
+	return batchOptionFunc(func(c *batchConfig) {
+		if key == nil {
+			c.problems = append(c.problems, "BatchKey: nil key function")
+			return
+		}
+		c.key = func() batchIndex[T] { return &keyedIndex[T, K]{key: key, m: map[K]*batch[T]{}} }
+	})
+}
+
+// BatchName names the batcher in statistics and errors. The default is
+// "batch".
+func BatchName(name string) BatchOption {
+	return batchOptionFunc(func(c *batchConfig) { c.name = name })
+}
+
+func validateBatch[T any](opts []BatchOption) (batchConfig, func(T) int, func() batchIndex[T], error) {
+	c := batchConfig{maxItems: 100, maxWait: 10 * time.Millisecond, maxFlushes: 1, name: "batch"}
+	for _, o := range opts {
+		if o == nil {
+			c.problems = append(c.problems, "nil BatchOption")
+			continue
+		}
+		o.applyBatch(&c)
+	}
+	var size func(T) int
+	if c.size != nil {
+		var ok bool
+		if size, ok = c.size.(func(T) int); !ok {
+			c.problems = append(c.problems, fmt.Sprintf("MaxBytes: size function is %T, want func(%T) int", c.size, *new(T)))
+		}
+	}
+	index := func() batchIndex[T] { return &singleIndex[T]{} }
+	if c.key != nil {
+		var ok bool
+		if index, ok = c.key.(func() batchIndex[T]); !ok {
+			c.problems = append(c.problems, "BatchKey: key function is not for the batcher's data type")
+		}
+	}
+	if len(c.problems) > 0 {
+		return c, nil, nil, invalid("NewBatcher: %v", c.problems)
+	}
+	return c, size, index, nil
+}

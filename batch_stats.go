@@ -1,0 +1,142 @@
+package statepipe
+
+import "time"
+
+// FlushReason says what made a batch flush.
+type FlushReason int
+
+const (
+	FlushSize     FlushReason = iota // it held MaxItems requests
+	FlushBytes                       // its data reached MaxBytes
+	FlushLinger                      // MaxWait passed since its first request
+	FlushIdle                        // nothing left running could join it
+	FlushShutdown                    // the Pipelines were closing
+	numFlushReasons
+)
+
+var flushReasonNames = [numFlushReasons]string{"size", "bytes", "linger", "idle", "shutdown"}
+
+func (r FlushReason) String() string {
+	if r < 0 || r >= numFlushReasons {
+		return "unknown"
+	}
+	return flushReasonNames[r]
+}
+
+// BatchStats is a snapshot of what a Batcher has done.
+type BatchStats struct {
+	Name      string
+	Flushes   [numFlushReasons]uint64 // flushes by reason: Flushes[FlushSize]...
+	Items     uint64                  // requests flushed
+	Failed    uint64                  // requests a flush failed (its error, or their own)
+	Cancelled uint64                  // requests whose context ended while parked
+	Parked    int                     // requests parked now
+	MeanFill  float64                 // average requests per flush
+	ParkTime  Durations               // from Add until the flush ended (or the context did)
+	FlushTime Durations               // duration of the flush calls
+}
+
+// TotalFlushes returns the number of flushes for every reason.
+func (s BatchStats) TotalFlushes() uint64 {
+	var n uint64
+	for _, f := range s.Flushes {
+		n += f
+	}
+	return n
+}
+
+// Stats returns a snapshot of the batcher's counters.
+func (b *Batcher[T]) Stats() BatchStats {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := &b.stats
+	s := BatchStats{
+		Name:      b.cfg.name,
+		Flushes:   c.flushes,
+		Items:     c.items,
+		Failed:    c.failed,
+		Cancelled: c.cancelled,
+		Parked:    int(c.parked - c.items - c.cancelled),
+		ParkTime:  c.park.durations(),
+		FlushTime: c.flush.durations(),
+	}
+	if n := s.TotalFlushes(); n > 0 {
+		s.MeanFill = float64(c.items) / float64(n)
+	}
+	return s
+}
+
+// batchCounters are guarded by the batcher's mutex.
+type batchCounters struct {
+	flushes                          [numFlushReasons]uint64
+	parked, items, failed, cancelled uint64
+	park, flush                      localTiming
+}
+
+func (c *batchCounters) flushed(reason FlushReason, items, failed int, took time.Duration) {
+	c.flushes[reason]++
+	c.items += uint64(items)
+	c.failed += uint64(failed)
+	c.flush.observe(int64(took))
+}
+
+func (c *batchCounters) parkedFor(d time.Duration) {
+	c.park.observe(int64(d))
+}
+
+func (t *localTiming) durations() Durations {
+	if t.count == 0 {
+		return Durations{}
+	}
+	return Durations{
+		Count: uint64(t.count),
+		Min:   time.Duration(t.min),
+		Avg:   time.Duration(t.sum / t.count),
+		Max:   time.Duration(t.max),
+	}
+}
+
+// batchIndex finds the pending batch a request joins.
+type batchIndex[T any] interface {
+	get(data T) *batch[T] // the open batch for data's key, made if needed
+	del(bt *batch[T])     // bt takes no more requests
+}
+
+// singleIndex is the index of an unkeyed batcher: one open batch.
+type singleIndex[T any] struct{ open *batch[T] }
+
+func (s *singleIndex[T]) get(T) *batch[T] {
+	if s.open == nil {
+		s.open = &batch[T]{}
+	}
+	return s.open
+}
+
+func (s *singleIndex[T]) del(bt *batch[T]) {
+	if s.open == bt {
+		s.open = nil
+	}
+}
+
+// keyedIndex keeps one open batch per key.
+type keyedIndex[T any, K comparable] struct {
+	key func(T) K
+	m   map[K]*batch[T]
+}
+
+func (k *keyedIndex[T, K]) get(data T) *batch[T] {
+	key := k.key(data)
+	bt := k.m[key]
+	if bt == nil {
+		bt = &batch[T]{key: key}
+		k.m[key] = bt
+	}
+	return bt
+}
+
+func (k *keyedIndex[T, K]) del(bt *batch[T]) {
+	key := bt.key.(K)
+	if k.m[key] == bt {
+		delete(k.m, key)
+	}
+}
