@@ -25,8 +25,9 @@ var ErrNotRunning = errors.New("statepipe: Batcher.Add outside a running stage")
 //
 // A batch flushes when it holds MaxItems requests (or MaxBytes of data),
 // when MaxWait has passed since its first request, when nothing is left
-// running that could join it (so a lone request does not wait for
-// MaxWait), and when the Pipelines close.
+// running that could join it and no flush of the batcher is under way (so
+// a lone request does not wait for MaxWait, while requests that arrive
+// during a flush gather for the next), and when the Pipelines close.
 //
 // A Batcher is made once, typically in the machine's constructor, and
 // serves one Pipelines. Its goroutine starts with the first request and
@@ -339,14 +340,17 @@ func (b *Batcher[T]) call(reqs []Request[T]) (err error) {
 }
 
 // engineIdle is called by a worker when nothing is running and nothing is
-// queued: no request can join a pending batch, so flush them now.
+// queued: no request can join a pending batch, so flush it now rather than
+// let it linger. While a flush of this batcher runs, pending batches keep
+// gathering instead: the requests that flush resumes may join them, and
+// its end makes the workers busy and then idle again.
 func (b *Batcher[T]) engineIdle() {
 	b.mu.Lock()
 	reason := FlushIdle
 	if b.closing {
 		reason = FlushShutdown
 	}
-	if len(b.lingers) == 0 {
+	if len(b.lingers) == 0 || (b.running > 0 || len(b.ready) > 0) && !b.closing {
 		b.mu.Unlock()
 		return
 	}
