@@ -205,7 +205,7 @@ func (in *Ingest) Start(r statepipe.Request[Order]) statepipe.Request[Order] {
 		r.Err = errors.New("empty order")
 		return r
 	}
-	r.Next = in.done        // where the request resumes after the flush
+	r.Next = in.done      // where the request resumes after the flush
 	return in.bulk.Add(r) // park it: the worker is free at once
 }
 
