@@ -62,6 +62,9 @@ type batch[T any] struct {
 	closed  bool // taken out of the index: no more joins
 }
 
+// maxPresize caps the capacity a new batch reserves for its members.
+const maxPresize = 4096
+
 // member is a parked request and the watcher of its context.
 type member[T any] struct {
 	r      Request[T]
@@ -130,8 +133,11 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		b.lingers = append(b.lingers, bt)
 	}
 	b.nextID++
-	m := member[T]{r: r, id: b.nextID, parked: now}
-	bt.members = append(bt.members, m)
+	id := b.nextID
+	if bt.members == nil && b.size == nil {
+		bt.members = make([]member[T], 0, min(b.cfg.maxItems, maxPresize))
+	}
+	bt.members = append(bt.members, member[T]{r: r, id: id, parked: now})
 	if b.size != nil {
 		bt.bytes += b.size(r.Data)
 	}
@@ -139,7 +145,7 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	// Watch the member's context only if it can end: a background
 	// context costs nothing here.
 	if r.Ctx.Done() != nil {
-		bt.members[len(bt.members)-1].stop = context.AfterFunc(r.Ctx, func() { b.cancel(bt, m.id) })
+		bt.members[len(bt.members)-1].stop = context.AfterFunc(r.Ctx, func() { b.cancel(bt, id) })
 	}
 	switch {
 	case len(bt.members) >= b.cfg.maxItems:

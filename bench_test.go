@@ -81,6 +81,7 @@ func BenchmarkW1(b *testing.B) {
 	b.Run("statepipe", func(b *testing.B) { benchStatepipeW1(b, newW1Machine(), w1Items) })
 	b.Run("statepipe-method-values", func(b *testing.B) { benchStatepipeW1(b, &w1MethodValues{}, w1Items) })
 	b.Run("limit", func(b *testing.B) { perItem(b, w1Items, func() { limitPipeline(w1Items, stages) }) })
+	b.Run("limit-sm", func(b *testing.B) { perItem(b, w1Items, func() { limitStateMachine(w1Items, newW1Machine()) }) })
 	b.Run("classic", func(b *testing.B) { perItem(b, w1Items, func() { classicPipeline(w1Items, stages) }) })
 }
 

@@ -78,14 +78,18 @@ func (g *Group[T]) Submit(ctx context.Context, data T) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := g.admit(ctx); err != nil {
+	n, err := g.admit(ctx)
+	if err != nil {
 		return err
 	}
 	if err := g.p.admit(ctx); err != nil {
 		g.pending.done(1)
 		return err
 	}
-	r := Request[T]{Ctx: ctx, Data: data, Next: g.p.start, group: g, queued: clock()}
+	r := Request[T]{Ctx: ctx, Data: data, Next: g.p.start, group: g}
+	if n%timingSample == 0 {
+		r.queued = clock() // this one is timed; see Stats
+	}
 	if g.ordered {
 		g.mu.Lock()
 		r.seq = g.seq
@@ -103,16 +107,18 @@ func (g *Group[T]) Submit(ctx context.Context, data T) error {
 // only the consumer can make room, and a full group looks again after a
 // pause that grows from 20µs to 1ms: the consumer has a full buffer to
 // work through meanwhile.
-func (g *Group[T]) admit(ctx context.Context) error {
+//
+// It returns the group's count of pending requests, this one included.
+func (g *Group[T]) admit(ctx context.Context) (int64, error) {
 	var t *time.Timer
 	pause := 20 * time.Microsecond
 	for {
-		ok, closed := g.pending.add(int64(len(g.out)), g.limit)
+		ok, closed, n := g.pending.addN(int64(len(g.out)), g.limit)
 		if ok {
-			return nil
+			return n, nil
 		}
 		if closed {
-			return ErrClosed
+			return 0, ErrClosed
 		}
 		if g.pending.count() > 0 {
 			roomOrIdle := func() bool {
@@ -120,7 +126,7 @@ func (g *Group[T]) admit(ctx context.Context) error {
 				return n == 0 || n+int64(len(g.out)) < g.limit
 			}
 			if err := g.room.wait(ctx, g.done, roomOrIdle); err != nil {
-				return err
+				return 0, err
 			}
 			continue
 		}
@@ -133,9 +139,9 @@ func (g *Group[T]) admit(ctx context.Context) error {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-g.done:
-			return ErrClosed
+			return 0, ErrClosed
 		}
 		pause = min(2*pause, time.Millisecond)
 	}

@@ -19,16 +19,22 @@ const closedBit = 1 << 62
 // add counts one more unit of work unless closed or count+used would pass
 // limit. It reports whether it counted, and whether the owner is closed.
 func (l *lifecycle) add(used, limit int64) (ok, closed bool) {
+	ok, closed, _ = l.addN(used, limit)
+	return ok, closed
+}
+
+// addN is add that also returns the count after adding.
+func (l *lifecycle) addN(used, limit int64) (ok, closed bool, n int64) {
 	for {
 		s := l.state.Load()
 		if s&closedBit != 0 {
-			return false, true
+			return false, true, 0
 		}
 		if s+used >= limit {
-			return false, false
+			return false, false, 0
 		}
 		if l.state.CompareAndSwap(s, s+1) {
-			return true, false
+			return true, false, s + 1
 		}
 	}
 }

@@ -18,6 +18,8 @@ type Stats struct {
 	Running   int    // on a worker right now
 	Workers   int    // worker goroutines
 
+	// Durations are measured on every 8th request admitted to a group, so
+	// that timing costs little; Count says how many were measured.
 	QueueTime Durations    // from Submit until a worker first picks the request up
 	RunTime   Durations    // from that pick-up until the request is out, parked time included
 	Stages    []StageStats // one per stage: discovered stages first, then other functions seen as Next
@@ -48,6 +50,7 @@ func (p *Pipelines[T]) Stats() Stats {
 	var queued, running Durations
 	for _, w := range p.workers {
 		ws := &w.stats
+		s.Completed += ws.out.Load()
 		s.Failed += ws.failed.Load()
 		queued = queued.merge(&ws.queued)
 		running = running.merge(&ws.running)
@@ -56,7 +59,7 @@ func (p *Pipelines[T]) Stats() Stats {
 			s.Stages[i].Errors += ws.stageErrs[i].Load()
 		}
 	}
-	s.Completed = running.Count - s.Failed
+	s.Completed -= s.Failed
 	s.InFlight = int(p.life.count())
 	s.Submitted = s.Completed + s.Failed + uint64(s.InFlight)
 	s.Workers = len(p.workers)
@@ -72,13 +75,13 @@ func (p *Pipelines[T]) Stats() Stats {
 type workerStats struct {
 	local struct {
 		requests        int
-		failed          uint64
+		out, failed     uint64
 		queued, running localTiming
 		runs, errs      [maxStageIDs]uint64
 		used            uint64 // bit i set: runs[i] or errs[i] may be non-zero
 	}
-	failed          atomic.Uint64
-	queued, running timing // running.count is every request out
+	out, failed     atomic.Uint64 // requests out, and those with an error
+	queued, running timing
 	stageRuns       [maxStageIDs]atomic.Uint64
 	stageErrs       [maxStageIDs]atomic.Uint64
 	_               [64]byte // keep the next worker's counters off this cache line
@@ -101,13 +104,17 @@ func (ws *workerStats) stage(id int, failed bool) {
 	ws.local.used |= 1 << id
 }
 
-// finished counts a request going out; it publishes every publishEvery.
+// finished counts a request going out, and its running time unless that
+// is negative (not timed); it publishes every publishEvery.
 func (ws *workerStats) finished(failed bool, running int64) {
 	l := &ws.local
+	l.out++
 	if failed {
 		l.failed++
 	}
-	l.running.observe(running)
+	if running >= 0 {
+		l.running.observe(running)
+	}
 	if l.requests++; l.requests >= publishEvery {
 		ws.publish()
 	}
@@ -116,6 +123,9 @@ func (ws *workerStats) finished(failed bool, running int64) {
 // publish moves the local counts to the atomics Stats reads.
 func (ws *workerStats) publish() {
 	l := &ws.local
+	if l.out > 0 {
+		ws.out.Add(l.out)
+	}
 	if l.failed > 0 {
 		ws.failed.Add(l.failed)
 	}
@@ -131,7 +141,7 @@ func (ws *workerStats) publish() {
 		}
 		l.runs[i], l.errs[i] = 0, 0
 	}
-	l.used, l.requests, l.failed = 0, 0, 0
+	l.used, l.requests, l.out, l.failed = 0, 0, 0, 0
 }
 
 // localTiming accumulates durations in nanoseconds between publications.
