@@ -69,6 +69,7 @@ const maxPresize = 4096
 type member[T any] struct {
 	r      Request[T]
 	id     uint64
+	size   int // of its data, for MaxBytes
 	parked time.Time
 	stop   func() bool // stops the cancellation watcher; nil if none
 }
@@ -118,16 +119,21 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	}
 	p := r.group.p
 	now := time.Now()
+	size := 0
+	if b.size != nil {
+		size = b.size(r.Data) // user code: outside the lock
+	}
 	b.mu.Lock()
+	defer b.signal()
+	defer b.mu.Unlock() // also if the key function panics
 	if b.p == nil {
 		b.bind(p)
 	}
 	if b.p != p {
-		b.mu.Unlock()
 		r.Err = ErrBatcherShared
 		return r
 	}
-	bt := b.index.get(r.Data)
+	bt := b.index.get(r.Data) // calls the key function before changing anything
 	if len(bt.members) == 0 {
 		bt.first = now
 		b.lingers = append(b.lingers, bt)
@@ -137,10 +143,8 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	if bt.members == nil && b.size == nil {
 		bt.members = make([]member[T], 0, min(b.cfg.maxItems, maxPresize))
 	}
-	bt.members = append(bt.members, member[T]{r: r, id: id, parked: now})
-	if b.size != nil {
-		bt.bytes += b.size(r.Data)
-	}
+	bt.members = append(bt.members, member[T]{r: r, id: id, parked: now, size: size})
+	bt.bytes += size
 	b.stats.parked++
 	// Watch the member's context only if it can end: a background
 	// context costs nothing here.
@@ -155,8 +159,6 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	case b.cfg.maxWait == 0:
 		b.close(bt, FlushLinger)
 	}
-	b.mu.Unlock()
-	b.signal()
 	return parkedMark[T]()
 }
 
@@ -281,9 +283,7 @@ func (b *Batcher[T]) cancel(bt *batch[T], id uint64) {
 	for i, m := range bt.members {
 		if m.id == id {
 			bt.members = append(bt.members[:i], bt.members[i+1:]...)
-			if b.size != nil {
-				bt.bytes -= b.size(m.r.Data)
-			}
+			bt.bytes -= m.size
 			m.r.Err = m.r.Ctx.Err()
 			b.stats.cancelled++
 			b.stats.parkedFor(time.Since(m.parked))

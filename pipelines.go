@@ -255,6 +255,9 @@ func (w *worker[T]) run(r Request[T]) {
 			w.finish(r)
 		}
 	}()
+	// keep is the bookkeeping to restore if a stage returns a Request it
+	// made itself instead of the one it was given.
+	keep := r
 	for r.Err == nil && r.Next != nil {
 		if err := r.Ctx.Err(); err != nil {
 			r.Err = err
@@ -269,6 +272,7 @@ func (w *worker[T]) run(r Request[T]) {
 			}
 			r.visited |= 1 << sid
 			r.trail.push(sid)
+			keep.visited, keep.trail = r.visited, r.trail
 		}
 		r.Next = nil // a stage that sets nothing finishes the request
 		id = sid
@@ -283,8 +287,21 @@ func (w *worker[T]) run(r Request[T]) {
 		if r.parked {
 			return
 		}
+		if r.group == nil {
+			r.adopt(&keep)
+		}
 	}
 	w.finish(r)
+}
+
+// adopt gives r, a Request made by a stage, the context and bookkeeping
+// of the request the stage was given.
+func (r *Request[T]) adopt(orig *Request[T]) {
+	if r.Ctx == nil {
+		r.Ctx = orig.Ctx
+	}
+	r.group, r.seq, r.queued, r.started = orig.group, orig.seq, orig.queued, orig.started
+	r.visited, r.trail = orig.visited, orig.trail
 }
 
 // finish counts r and hands it to its group.

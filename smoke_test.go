@@ -36,3 +36,27 @@ func TestSmoke(t *testing.T) {
 	p.Close()
 	fmt.Printf("%+v\n", p.Stats())
 }
+type fresh struct{}
+
+func (fresh) Start(r Request[int]) Request[int] { return Request[int]{Data: r.Data + 1} }
+func (fresh) Close()                           {}
+
+func TestFreshLiteral(t *testing.T) {
+	p, _ := New[int](fresh{})
+	g := p.NewGroup()
+	for i := range 100 {
+		g.Submit(context.Background(), i)
+	}
+	g.Close()
+	n := 0
+	for r := range g.Out() {
+		if r.Err != nil || r.Ctx == nil {
+			t.Fatal(r)
+		}
+		n++
+	}
+	if n != 100 {
+		t.Fatal(n)
+	}
+	p.Close()
+}
