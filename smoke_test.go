@@ -36,10 +36,11 @@ func TestSmoke(t *testing.T) {
 	p.Close()
 	fmt.Printf("%+v\n", p.Stats())
 }
+
 type fresh struct{}
 
 func (fresh) Start(r Request[int]) Request[int] { return Request[int]{Data: r.Data + 1} }
-func (fresh) Close()                           {}
+func (fresh) Close()                            {}
 
 func TestFreshLiteral(t *testing.T) {
 	p, _ := New[int](fresh{})
