@@ -124,7 +124,6 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		size = b.size(r.Data) // user code: outside the lock
 	}
 	b.mu.Lock()
-	defer b.signal()
 	defer b.mu.Unlock() // also if the key function panics
 	if b.p == nil {
 		b.bind(p)
@@ -137,6 +136,7 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	if len(bt.members) == 0 {
 		bt.first = now
 		b.lingers = append(b.lingers, bt)
+		b.signal() // a new deadline for the dispatcher's timer
 	}
 	b.nextID++
 	id := b.nextID
@@ -180,6 +180,7 @@ func (b *Batcher[T]) close(bt *batch[T], reason FlushReason) {
 	bt.closed, bt.reason = true, reason
 	b.index.del(bt)
 	b.ready = append(b.ready, bt)
+	b.signal()
 }
 
 // closeAll queues every pending batch for a flush. b.mu is held.
@@ -192,6 +193,8 @@ func (b *Batcher[T]) closeAll(reason FlushReason) {
 	b.lingers = b.lingers[:0]
 }
 
+// signal wakes the dispatcher: a batch is ready, a deadline is new, or a
+// flush ended. It never blocks, and may be called with b.mu held.
 func (b *Batcher[T]) signal() {
 	select {
 	case b.wake <- struct{}{}:
@@ -362,7 +365,6 @@ func (b *Batcher[T]) engineIdle() {
 	}
 	b.closeAll(reason)
 	b.mu.Unlock()
-	b.signal()
 }
 
 // engineClosing is called when Close begins: flush what is pending.
@@ -371,7 +373,6 @@ func (b *Batcher[T]) engineClosing() {
 	b.closing = true
 	b.closeAll(FlushShutdown)
 	b.mu.Unlock()
-	b.signal()
 }
 
 // engineClosed is called once every request is out: stop the dispatcher
