@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 )
@@ -14,7 +15,7 @@ var ErrBatcherShared = errors.New("statepipe: Batcher used by two Pipelines")
 
 // ErrNotRunning is the error of a request added to a Batcher outside a
 // stage of running Pipelines.
-var ErrNotRunning = errors.New("statepipe: Batcher.Add outside a running stage")
+var ErrNotRunning = errors.New("statepipe: Batcher.Add outside a running stage, or twice in one")
 
 // Batcher gathers requests from a stage into batches and serves each batch
 // with one call of its flush function, so that items streaming one by one
@@ -108,12 +109,20 @@ func NewBatcher[T any](flush func(ctx context.Context, batch []Request[T]) error
 	return b
 }
 
-// Add parks r in the current batch and returns a request that tells the
-// worker to let go; use it as a stage's return value: return b.Add(r).
-// Set r.Next before, to the stage that should run after the flush (flush
-// may change it). Add never blocks.
+// Add parks r in the current batch; use it as a stage's return value:
+// return b.Add(r). The worker lets go of r at once. Set r.Next before, to
+// the stage that should run after the flush (flush may change it). Add
+// never blocks.
+//
+// Only the stage running r can hand it over, and only once: Add outside a
+// running stage, or a second time in one stage call, returns r with Err
+// set to [ErrNotRunning] and takes nothing.
 func (b *Batcher[T]) Add(r Request[T]) Request[T] {
-	if r.group == nil {
+	if r.Ctx == nil {
+		r.Err = ErrNilContext
+		return r
+	}
+	if r.group == nil || r.worker == nil || r.worker.handedOff || r.worker.call != r.call {
 		r.Err = ErrNotRunning
 		return r
 	}
@@ -133,24 +142,34 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		return r
 	}
 	bt := b.index.get(r.Data) // calls the key function before changing anything
+	b.nextID++
+	id := b.nextID
+	// Watch the member's context only if it can end: a background
+	// context costs nothing here. The watcher waits for b.mu, so it
+	// finds the member in place.
+	var stop func() bool
+	if r.Ctx.Done() != nil {
+		b.wg.Add(1)
+		stop = context.AfterFunc(r.Ctx, func() {
+			defer b.wg.Done()
+			b.cancel(bt, id)
+		})
+	}
+	// Nothing can fail from here on: take the request.
+	if err := r.handOff(); err != nil {
+		panic("statepipe: handOff failed after its checks") // unreachable
+	}
 	if len(bt.members) == 0 {
 		bt.first = now
 		b.lingers = append(b.lingers, bt)
 		b.signal() // a new deadline for the dispatcher's timer
 	}
-	b.nextID++
-	id := b.nextID
 	if bt.members == nil && b.size == nil {
 		bt.members = make([]member[T], 0, min(b.cfg.maxItems, maxPresize))
 	}
-	bt.members = append(bt.members, member[T]{r: r, id: id, parked: now, size: size})
+	bt.members = append(bt.members, member[T]{r: r, id: id, parked: now, size: size, stop: stop})
 	bt.bytes += size
 	b.stats.parked++
-	// Watch the member's context only if it can end: a background
-	// context costs nothing here.
-	if r.Ctx.Done() != nil {
-		bt.members[len(bt.members)-1].stop = context.AfterFunc(r.Ctx, func() { b.cancel(bt, id) })
-	}
 	switch {
 	case len(bt.members) >= b.cfg.maxItems:
 		b.close(bt, FlushSize)
@@ -159,14 +178,16 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	case b.cfg.maxWait == 0:
 		b.close(bt, FlushLinger)
 	}
-	return parkedMark[T]()
+	return Request[T]{}
 }
 
 // bind attaches b to p on first use and starts its dispatcher, which p
 // stops in Close. b.mu is held.
 func (b *Batcher[T]) bind(p *Pipelines[T]) {
 	b.p = p
-	p.addParker(b)
+	if p.addParker(b) {
+		b.closing = true
+	}
 	b.wg.Add(1)
 	go b.dispatch()
 }
@@ -215,12 +236,13 @@ func (b *Batcher[T]) dispatch() {
 		for len(b.ready) > 0 && b.running < b.cfg.maxFlushes {
 			bt := b.ready[0]
 			b.ready = b.ready[1:]
-			if len(bt.members) == 0 { // every member was cancelled
+			members := b.take(bt)
+			if len(members) == 0 { // every member was cancelled
 				continue
 			}
 			b.running++
 			b.wg.Add(1)
-			go b.run(bt, b.take(bt))
+			go b.run(bt, members)
 		}
 		b.mu.Unlock()
 		if wait > 0 {
@@ -261,12 +283,15 @@ func (b *Batcher[T]) lingerDue(now time.Time) time.Duration {
 func (b *Batcher[T]) take(bt *batch[T]) []member[T] {
 	kept := bt.members[:0]
 	for _, m := range bt.members {
-		if m.stop != nil && !m.stop() {
+		if m.stop != nil && m.stop() {
+			b.wg.Done() // the watcher will never run
+		} else if m.stop != nil {
 			// The watcher has fired and waits for b.mu; it will find the
 			// batch closed and leave the member to us, so fail it here.
 			m.r.Err = m.r.Ctx.Err()
-			b.p.resume(m.r)
 			b.stats.cancelled++
+			b.stats.parkedFor(time.Since(m.parked))
+			b.p.resume(m.r)
 			continue
 		}
 		kept = append(kept, m)
@@ -287,6 +312,18 @@ func (b *Batcher[T]) cancel(bt *batch[T], id uint64) {
 		if m.id == id {
 			bt.members = append(bt.members[:i], bt.members[i+1:]...)
 			bt.bytes -= m.size
+			switch {
+			case len(bt.members) > 0:
+			case !bt.closed:
+				// Retire the emptied batch: the next request for its key
+				// starts a new one, with its own place in b.lingers.
+				bt.closed = true
+				b.index.del(bt)
+			default:
+				// Waiting for a flush slot with nothing left to flush: a
+				// ready batch would hold back idle flushes (engineIdle).
+				b.ready = slices.DeleteFunc(b.ready, func(x *batch[T]) bool { return x == bt })
+			}
 			m.r.Err = m.r.Ctx.Err()
 			b.stats.cancelled++
 			b.stats.parkedFor(time.Since(m.parked))

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -262,40 +260,49 @@ type Row struct {
 // Loader batches rows per table: one bulk insert per table.
 type Loader struct {
 	bulk *statepipe.Batcher[Row]
-	mu   sync.Mutex
-	log  []string
+
+	mu       sync.Mutex
+	inserted map[string]int // rows per table
+	mixed    int            // flushes that mixed tables: never
 }
 
 func (l *Loader) Start(r statepipe.Request[Row]) statepipe.Request[Row] { return l.bulk.Add(r) }
 func (l *Loader) Close()                                                {}
 
+// insert is the flush: one bulk insert into the batch's table.
+func (l *Loader) insert(ctx context.Context, batch []statepipe.Request[Row]) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	table := batch[0].Data.Table
+	for _, r := range batch {
+		if r.Data.Table != table {
+			l.mixed++
+		}
+	}
+	l.inserted[table] += len(batch)
+	return nil
+}
+
 // BatchKey keeps one batch per key: rows for different tables never share a
-// flush.
+// flush, and each table's batch fills and lingers on its own.
 func ExampleBatchKey() {
-	l := &Loader{}
-	l.bulk = statepipe.NewBatcher(func(ctx context.Context, batch []statepipe.Request[Row]) error {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		l.log = append(l.log, fmt.Sprintf("insert %d rows into %s", len(batch), batch[0].Data.Table))
-		return nil
-	}, statepipe.BatchKey(func(r Row) string { return r.Table }), statepipe.MaxItems(3))
+	l := &Loader{inserted: map[string]int{}}
+	l.bulk = statepipe.NewBatcher(l.insert,
+		statepipe.BatchKey(func(r Row) string { return r.Table }), statepipe.MaxItems(50))
 
 	p, err := statepipe.New[Row](l)
 	if err != nil {
 		panic(err)
 	}
 	g := p.NewGroup()
-	for i := range 6 {
-		table := []string{"users", "orders"}[i%2]
+	for i := range 300 {
+		table := []string{"users", "orders", "items"}[i%3]
 		_ = g.Submit(context.Background(), Row{Table: table, Key: i})
 	}
 	g.Close()
 	for range g.Out() {
 	}
 	p.Close()
-	slices.Sort(l.log)
-	fmt.Println(strings.Join(l.log, "\n"))
-	// Output:
-	// insert 3 rows into orders
-	// insert 3 rows into users
+	fmt.Println(l.inserted, "mixed flushes:", l.mixed)
+	// Output: map[items:100 orders:100 users:100] mixed flushes: 0
 }

@@ -3,6 +3,7 @@ package statepipe
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -18,10 +19,12 @@ type Group[T any] struct {
 	p       *Pipelines[T]
 	out     chan Request[T] // buffered to limit, so delivery never blocks
 	limit   int64
-	pending lifecycle     // admitted, not yet in out; drained closes out
-	room    wakeup        // a delivery wakes a Submit waiting for room
-	done    chan struct{} // closed by Close: wakes blocked Submits
-	once    sync.Once
+	pending lifecycle // admitted, not yet in out; drained closes out
+	room    wakeup    // a delivery wakes a Submit waiting for room
+
+	submitted atomic.Uint64 // picks the requests whose time is measured
+	done      chan struct{} // closed by Close: wakes blocked Submits
+	once      sync.Once
 
 	// Ordered groups only: results wait in ring, at seq % limit, until
 	// every earlier one has gone to out.
@@ -78,16 +81,16 @@ func (g *Group[T]) Submit(ctx context.Context, data T) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	n, err := g.admit(ctx)
-	if err != nil {
+	if err := g.admit(ctx); err != nil {
 		return err
 	}
-	if err := g.p.admit(ctx); err != nil {
+	if err := g.p.admit(ctx, g.done); err != nil {
 		g.pending.done(1)
+		g.room.signal() // the place is free again
 		return err
 	}
 	r := Request[T]{Ctx: ctx, Data: data, Next: g.p.start, group: g}
-	if n%timingSample == 0 {
+	if g.submitted.Add(1)%timingSample == 0 {
 		r.queued = clock() // this one is timed; see Stats
 	}
 	if g.ordered {
@@ -101,34 +104,23 @@ func (g *Group[T]) Submit(ctx context.Context, data T) error {
 }
 
 // admit takes a place in the group. A place is freed when the consumer
-// receives from Out, which cannot be observed. While some of the group's
-// requests are inside the machine, each delivery wakes a waiting Submit
-// (the consumer usually receives right after one). Once none is inside,
-// only the consumer can make room, and a full group looks again after a
-// pause that grows from 20µs to 1ms: the consumer has a full buffer to
-// work through meanwhile.
-//
-// It returns the group's count of pending requests, this one included.
-func (g *Group[T]) admit(ctx context.Context) (int64, error) {
+// receives from Out, and a receive from a channel cannot be observed. So a
+// full group waits for the next delivery of one of its requests (the
+// consumer usually receives soon after one) or for a pause that grows from
+// 20µs to 1ms, whichever comes first, and looks again.
+func (g *Group[T]) admit(ctx context.Context) error {
 	var t *time.Timer
 	pause := 20 * time.Microsecond
 	for {
-		ok, closed, n := g.pending.addN(int64(len(g.out)), g.limit)
+		ok, closed := g.pending.add(g.buffered, g.limit)
 		if ok {
-			return n, nil
+			if g.hasRoom() {
+				g.room.signal() // room is left for the next waiter
+			}
+			return nil
 		}
 		if closed {
-			return 0, ErrClosed
-		}
-		if g.pending.count() > 0 {
-			roomOrIdle := func() bool {
-				n := g.pending.count()
-				return n == 0 || n+int64(len(g.out)) < g.limit
-			}
-			if err := g.room.wait(ctx, g.done, roomOrIdle); err != nil {
-				return 0, err
-			}
-			continue
+			return ErrClosed
 		}
 		if t == nil {
 			t = time.NewTimer(pause)
@@ -136,16 +128,18 @@ func (g *Group[T]) admit(ctx context.Context) (int64, error) {
 		} else {
 			t.Reset(pause)
 		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-g.done:
-			return 0, ErrClosed
+		if err := g.room.wait(ctx, g.hasRoom, t.C, g.done, g.p.closing); err != nil {
+			return err
 		}
 		pause = min(2*pause, time.Millisecond)
 	}
 }
+
+// buffered is the number of results in out, not yet received.
+func (g *Group[T]) buffered() int64 { return int64(len(g.out)) }
+
+// hasRoom reports whether Submit could take a place now.
+func (g *Group[T]) hasRoom() bool { return g.pending.count()+g.buffered() < g.limit }
 
 // Out returns the channel of finished requests: each with Err nil, or the
 // error that stopped it. It is closed after Close (of the group or of the

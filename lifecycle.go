@@ -3,6 +3,7 @@ package statepipe
 import (
 	"context"
 	"sync/atomic"
+	"time"
 )
 
 // lifecycle counts work in progress for an owner that can be closed: once
@@ -16,25 +17,22 @@ type lifecycle struct {
 
 const closedBit = 1 << 62
 
-// add counts one more unit of work unless closed or count+used would pass
-// limit. It reports whether it counted, and whether the owner is closed.
-func (l *lifecycle) add(used, limit int64) (ok, closed bool) {
-	ok, closed, _ = l.addN(used, limit)
-	return ok, closed
-}
-
-// addN is add that also returns the count after adding.
-func (l *lifecycle) addN(used, limit int64) (ok, closed bool, n int64) {
+// add counts one more unit of work unless closed or count+used() would
+// reach limit. used is read after the count, so that work moving from the
+// count to what used measures (a result going into a group's buffer: sent
+// first, uncounted second) is never missed, only counted twice for a
+// moment. It reports whether it counted, and whether the owner is closed.
+func (l *lifecycle) add(used func() int64, limit int64) (ok, closed bool) {
 	for {
 		s := l.state.Load()
 		if s&closedBit != 0 {
-			return false, true, 0
+			return false, true
 		}
-		if s+used >= limit {
-			return false, false, 0
+		if s+used() >= limit {
+			return false, false
 		}
 		if l.state.CompareAndSwap(s, s+1) {
-			return true, false, s + 1
+			return true, false
 		}
 	}
 }
@@ -78,9 +76,10 @@ type wakeup struct {
 
 func newWakeup() wakeup { return wakeup{ch: make(chan struct{}, 1)} }
 
-// wait blocks until room() is true, a wake-up arrives, ctx ends or stop
-// closes. The caller re-checks for room after it returns nil.
-func (w *wakeup) wait(ctx context.Context, stop <-chan struct{}, room func() bool) error {
+// wait blocks until room() is true, a wake-up arrives, timeout fires (nil:
+// never), ctx ends, or one of stop closes. The caller re-checks for room
+// after it returns nil.
+func (w *wakeup) wait(ctx context.Context, room func() bool, timeout <-chan time.Time, stop, stop2 <-chan struct{}) error {
 	w.waiters.Add(1)
 	defer w.waiters.Add(-1)
 	// Registered first, checked second: a signal sent after this check
@@ -91,9 +90,13 @@ func (w *wakeup) wait(ctx context.Context, stop <-chan struct{}, room func() boo
 	select {
 	case <-w.ch:
 		return nil
+	case <-timeout:
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-stop:
+		return ErrClosed
+	case <-stop2:
 		return ErrClosed
 	}
 }

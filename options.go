@@ -1,6 +1,7 @@
 package statepipe
 
 import (
+	"fmt"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -69,15 +70,23 @@ func WithDAG() Option {
 // (admitted by Submit and not yet handed to their group's output), and each
 // group holds at most its own bound (default n, see [MaxInFlight]) admitted
 // and not yet received from Out. Parked requests count as inside. Submit
-// blocks while a bound is reached. The default is 1024; n must be at least 1.
+// blocks while a bound is reached. The default is 1024; n must be between
+// 1 and 1<<20, since the input queue (and each group's output buffer) is
+// allocated at its bound up front.
 func WithMaxInFlight(n int) Option {
 	return optionFunc(func(c *config) {
-		if n < 1 {
+		switch {
+		case n < 1:
 			c.problems = append(c.problems, "WithMaxInFlight: n must be at least 1")
+		case n > maxInFlightLimit:
+			c.problems = append(c.problems, fmt.Sprintf("WithMaxInFlight: n must be at most %d", maxInFlightLimit))
 		}
 		c.maxInFlight = n
 	})
 }
+
+// maxInFlightLimit keeps the buffers allocated up front reasonable.
+const maxInFlightLimit = 1 << 20
 
 // WithLogger sets the logger for lifecycle events: start, close, and
 // recovered panics. Nothing is logged per request. The default discards.

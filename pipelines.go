@@ -2,6 +2,7 @@ package statepipe
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"runtime/debug"
 	"slices"
@@ -31,6 +32,7 @@ type Pipelines[T any] struct {
 
 	workers []*worker[T]
 	idle    atomic.Int32 // workers waiting for a request
+	exited  atomic.Int32 // workers gone after Close
 	wg      sync.WaitGroup
 
 	mu      sync.Mutex
@@ -41,8 +43,9 @@ type Pipelines[T any] struct {
 
 // parker holds parked requests on behalf of the engine: a Batcher. The
 // engine tells it when nothing is left running that could join a batch
-// (idle), when shutdown begins (closing: hold nothing back from now on)
-// and when every request is out (closed: stop its goroutines).
+// (idle), when shutdown begins (closing: flush what is pending, and from
+// then on whenever the engine is idle, even while a flush runs) and when
+// every request is out (closed: stop its goroutines).
 type parker interface {
 	engineIdle()
 	engineClosing()
@@ -67,7 +70,6 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		cfg:     cfg,
 		mws:     mws,
 		log:     cfg.logger,
-		stages:  newStageIndex(names),
 		start:   sm.Start,
 		in:      make(chan Request[T], n),
 		room:    newWakeup(),
@@ -75,6 +77,7 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		closing: make(chan struct{}),
 		groups:  make(map[*Group[T]]struct{}),
 	}
+	p.stages = newStageIndex(sm, names, codeOf(p.start))
 	p.life.drained = func() { close(p.drained) }
 	p.parkers.Store(new([]parker))
 	p.workers = make([]*worker[T], cfg.workers)
@@ -116,14 +119,18 @@ func (p *Pipelines[T]) Close() error {
 			g.Close()
 		}
 
+		// A batcher first used from now on learns of the shutdown from
+		// addParker instead, and is in the list read after the drain.
+		p.mu.Lock()
 		parkers := *p.parkers.Load()
+		p.mu.Unlock()
 		for _, pk := range parkers {
 			pk.engineClosing()
 		}
 		<-p.drained
 		close(p.in) // nothing can send any more: every request is out
 		p.wg.Wait()
-		for _, pk := range parkers {
+		for _, pk := range *p.parkers.Load() {
 			pk.engineClosed()
 		}
 		p.sm.Close()
@@ -133,30 +140,26 @@ func (p *Pipelines[T]) Close() error {
 }
 
 // addParker registers a parker, once, to be told of idleness and shutdown.
-func (p *Pipelines[T]) addParker(pk parker) {
+// It reports whether Close has already begun, in which case the parker
+// will not be told of it and must act as if it had been.
+func (p *Pipelines[T]) addParker(pk parker) (closing bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := *p.parkers.Load()
-	for _, o := range old {
-		if o == pk {
-			return
-		}
+	if !slices.Contains(old, pk) {
+		grown := append(old[:len(old):len(old)], pk)
+		p.parkers.Store(&grown)
 	}
-	grown := append(old[:len(old):len(old)], pk)
-	p.parkers.Store(&grown)
+	return p.life.closed()
 }
 
-// resume hands a parked request back to the workers, which continue it at
-// r.Next, or finish it if r.Next is nil or r.Err is set. It never blocks:
-// a parked request is still counted inside the machine, so in has room.
+// resume hands a request taken with handOff back to the workers, which
+// continue it at r.Next, or finish it if r.Next is nil or r.Err is set. It
+// never blocks: a parked request is still counted inside the machine, so
+// in has room.
 func (p *Pipelines[T]) resume(r Request[T]) {
-	r.parked = false
 	p.in <- r
 }
-
-// parkedMark is what a stage returns after handing its request to a
-// parker: it tells the worker to let go.
-func parkedMark[T any]() Request[T] { return Request[T]{parked: true} }
 
 func (p *Pipelines[T]) register(g *Group[T]) bool {
 	p.mu.Lock()
@@ -180,6 +183,9 @@ type worker[T any] struct {
 	p     *Pipelines[T]
 	stats workerStats
 
+	call      uint64 // counts stage calls; see Request.handOff
+	handedOff bool   // the current stage handed its request to a parker
+
 	// The middleware chain is built once per worker; the stage being run
 	// and its name are kept here instead of in a closure per call.
 	chain    Stage[T]
@@ -202,11 +208,22 @@ func newWorker[T any](p *Pipelines[T]) *worker[T] {
 }
 
 func (w *worker[T]) loop() {
-	defer w.p.wg.Done()
+	closed := false
+	defer func() {
+		if !closed {
+			// A stage called runtime.Goexit and took this goroutine with
+			// it; run has delivered its request. Keep the worker count.
+			w.p.wg.Add(1)
+			go w.loop()
+		}
+		w.p.wg.Done()
+	}()
 	for {
 		r, ok := w.receive()
 		if !ok {
 			w.stats.publish()
+			w.p.exited.Add(1)
+			closed = true
 			return
 		}
 		if r.queued != 0 && r.started == 0 { // timed, and picked up for the first time
@@ -238,9 +255,10 @@ func (w *worker[T]) receive() (r Request[T], ok bool) {
 	return r, ok
 }
 
-// run carries r through the machine until it finishes, fails or parks.
-// A panic in a stage or its middleware fails the request; one recover per
-// request, not per stage, keeps the cost of a transition low.
+// run carries r through the machine until it finishes, fails or is handed
+// off to a parker. A panic in a stage or its middleware fails the request;
+// one recover per request, not per stage, keeps the cost of a transition
+// low.
 func (w *worker[T]) run(r Request[T]) {
 	p := w.p
 	id := -1 // the stage running; -1 outside stages
@@ -248,12 +266,17 @@ func (w *worker[T]) run(r Request[T]) {
 		if id < 0 {
 			return // not a stage's panic: the engine's own, which must not be hidden
 		}
-		if v := recover(); v != nil {
-			r.Next = nil
-			r.Err = p.panicked(p.stages.name(id), v)
-			w.stats.stage(id, true)
-			w.finish(r)
+		v := recover()
+		if v == nil {
+			v = errGoexit // the stage called runtime.Goexit: not even a panic
 		}
+		err := p.panicked(p.stages.name(id), v)
+		if w.handedOff {
+			return // a parker has the request and will resume it
+		}
+		r.Next, r.Err = nil, err
+		w.stats.stage(id, true)
+		w.finish(r)
 	}()
 	// keep is the bookkeeping to restore if a stage returns a Request it
 	// made itself instead of the one it was given.
@@ -275,6 +298,9 @@ func (w *worker[T]) run(r Request[T]) {
 			keep.visited, keep.trail = r.visited, r.trail
 		}
 		r.Next = nil // a stage that sets nothing finishes the request
+		w.call++
+		w.handedOff = false
+		r.worker, r.call = w, w.call
 		id = sid
 		if w.chain == nil {
 			r = stage(r)
@@ -283,16 +309,21 @@ func (w *worker[T]) run(r Request[T]) {
 			r = w.chain(r)
 		}
 		id = -1
-		w.stats.stage(sid, r.Err != nil && !r.parked)
-		if r.parked {
-			return
+		w.stats.stage(sid, r.Err != nil && !w.handedOff)
+		if w.handedOff {
+			return // whatever the stage returned: a parker has it now
 		}
-		if r.group == nil {
+		r.worker = nil
+		if r.group == nil || r.Ctx == nil {
 			r.adopt(&keep)
 		}
 	}
 	w.finish(r)
 }
+
+// errGoexit is the panic value recorded for a stage that called
+// runtime.Goexit.
+var errGoexit = errors.New("statepipe: stage called runtime.Goexit")
 
 // adopt gives r, a Request made by a stage, the context and bookkeeping
 // of the request the stage was given.
@@ -347,12 +378,16 @@ var epoch = time.Now()
 func clock() int64 { return int64(time.Since(epoch)) }
 
 // admit takes a place in the machine for a request its group has admitted.
-func (p *Pipelines[T]) admit(ctx context.Context) error {
+// It gives up when ctx ends or the Pipelines or the group (groupDone)
+// close.
+func (p *Pipelines[T]) admit(ctx context.Context, groupDone <-chan struct{}) error {
 	limit := int64(p.cfg.maxInFlight)
+	none := func() int64 { return 0 }
+	room := func() bool { return p.life.count() < limit }
 	for {
-		ok, closed := p.life.add(0, limit)
+		ok, closed := p.life.add(none, limit)
 		if ok {
-			if p.life.count() < limit {
+			if room() {
 				p.room.signal() // room is left for the next waiter
 			}
 			return nil
@@ -360,7 +395,7 @@ func (p *Pipelines[T]) admit(ctx context.Context) error {
 		if closed {
 			return ErrClosed
 		}
-		if err := p.room.wait(ctx, p.closing, func() bool { return p.life.count() < limit }); err != nil {
+		if err := p.room.wait(ctx, room, nil, p.closing, groupDone); err != nil {
 			return err
 		}
 	}

@@ -17,7 +17,12 @@ type Request[T any] struct {
 	started int64  // clock reading when a worker first picked it up
 	visited uint64 // stage ids run so far, for WithDAG
 	trail   trail  // the last stages run, for CycleError
-	parked  bool   // handed to a parker by the stage that just returned
+
+	// The worker running the stage that holds the request, and which of
+	// its stage calls this is: a parker checks both before taking the
+	// request, so that only the running stage can hand it over, once.
+	worker *worker[T]
+	call   uint64
 }
 
 // Stage is one step of a state machine. It sets r.Next to the stage to run
@@ -62,4 +67,18 @@ func (t *trail) path() []int {
 		out = append(out, int(t.ids[i%len(t.ids)]))
 	}
 	return out
+}
+
+// handOff takes r away from the worker running its stage, for a parker to
+// resume later with Pipelines.resume. It fails if r is not held by a
+// running stage or was already handed off in this stage call; on success
+// the worker lets go of the request whatever the stage returns or does.
+func (r *Request[T]) handOff() error {
+	w := r.worker
+	if w == nil || w.call != r.call || w.handedOff {
+		return ErrNotRunning
+	}
+	w.handedOff = true
+	r.worker = nil
+	return nil
 }

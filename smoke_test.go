@@ -34,7 +34,6 @@ func TestSmoke(t *testing.T) {
 		i++
 	}
 	p.Close()
-	fmt.Printf("%+v\n", p.Stats())
 }
 
 type fresh struct{}

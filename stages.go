@@ -42,7 +42,8 @@ func discoverStages[T any](sm StateMachine[T]) []string {
 // closure whose first word is its code pointer, and every method value of
 // one method (r.Next = s.B, wherever it is built) shares that code.
 type stageIndex struct {
-	discovered int // names[:discovered] are the stages found by New
+	discovered int             // names[:discovered] are the stages found by New
+	own        map[string]bool // "pkg.Type" of the machine and of the types it embeds
 
 	// table is read on every transition and replaced (copy on write) when
 	// a new code pointer is seen, which happens once per function.
@@ -60,10 +61,33 @@ type codeID struct {
 	id   int
 }
 
-func newStageIndex(discovered []string) *stageIndex {
-	ix := &stageIndex{discovered: len(discovered)}
-	ix.table.Store(&stageTable{names: discovered})
+// newStageIndex indexes the stages discovered on machine, whose method
+// Start the engine calls through start.
+func newStageIndex(machine any, discovered []string, start uintptr) *stageIndex {
+	ix := &stageIndex{discovered: len(discovered), own: map[string]bool{}}
+	ix.addOwn(reflect.TypeOf(machine))
+	ix.table.Store(&stageTable{names: discovered, known: []codeID{{start, 0}}})
 	return ix
+}
+
+// addOwn records t and the types it embeds, whose methods are the
+// machine's (promoted), as "pkg.Type".
+func (ix *stageIndex) addOwn(t reflect.Type) {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	key := t.PkgPath() + "." + baseName(t.Name())
+	if t.Name() == "" || ix.own[key] {
+		return
+	}
+	ix.own[key] = true
+	if t.Kind() == reflect.Struct {
+		for i := range t.NumField() {
+			if f := t.Field(i); f.Anonymous {
+				ix.addOwn(f.Type)
+			}
+		}
+	}
 }
 
 // codeOf returns the code pointer of fn. It does not let fn escape, so a
@@ -92,7 +116,7 @@ func (ix *stageIndex) learn(code uintptr) int {
 			return k.id
 		}
 	}
-	name := funcName(code)
+	name := ix.funcName(code)
 	names := old.names[:len(old.names):len(old.names)]
 	id := slices.Index(names, name)
 	switch {
@@ -117,22 +141,43 @@ func (ix *stageIndex) name(id int) string { return ix.table.Load().names[id] }
 // names returns the names of every id in use.
 func (ix *stageIndex) names() []string { return ix.table.Load().names }
 
-// funcName turns the runtime name of a function into a stage name: a
-// method value "pkg.(*Machine).Validate-fm" becomes "Validate"; anything
-// else (a closure, a plain function) keeps its name after the package path,
-// such as "Machine.Start.func1".
-func funcName(code uintptr) string {
+// funcName turns the runtime name of a function into a stage name. A
+// method value of the machine's own type (or of a type it embeds),
+// "pkg.(*Machine).Validate-fm", becomes "Validate", the name discovery
+// gave it. A method of another type keeps its type, "Sub.Validate", so that it never shares an id with
+// a stage of the machine; anything else (a closure, a plain function)
+// keeps its name after the package path, "Machine.Start.func1".
+func (ix *stageIndex) funcName(code uintptr) string {
 	f := runtime.FuncForPC(code)
 	if f == nil {
 		return "(unknown)"
 	}
 	full := f.Name()
-	if m, ok := strings.CutSuffix(full, "-fm"); ok {
-		return m[strings.LastIndexByte(m, '.')+1:]
+	method, isMethodValue := strings.CutSuffix(full, "-fm")
+	// The package path ends at the first dot after its last slash.
+	slash := strings.LastIndexByte(full, '/') + 1
+	dot := strings.IndexByte(full[slash:], '.')
+	if dot < 0 {
+		return full[slash:]
 	}
-	short := full[strings.LastIndexByte(full, '/')+1:]
-	if _, rest, ok := strings.Cut(short, "."); ok {
+	pkg, rest := full[:slash+dot], full[slash+dot+1:]
+	if !isMethodValue {
 		return rest
 	}
-	return short
+	rest = rest[:len(rest)-len("-fm")]
+	recv, name := rest[:strings.LastIndexByte(rest, '.')+1], method[strings.LastIndexByte(method, '.')+1:]
+	typ := baseName(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(recv, "."), "(*"), ")"))
+	if ix.own[pkg+"."+typ] {
+		return name
+	}
+	return typ + "." + name
+}
+
+// baseName strips type arguments: "Machine[int]" and "Machine[...]" are
+// "Machine".
+func baseName(typ string) string {
+	if i := strings.IndexByte(typ, '['); i >= 0 {
+		return typ[:i]
+	}
+	return typ
 }

@@ -50,7 +50,7 @@ func (p *Pipelines[T]) Stats() Stats {
 	var queued, running Durations
 	for _, w := range p.workers {
 		ws := &w.stats
-		s.Completed += ws.out.Load()
+		s.Completed += ws.completed.Load()
 		s.Failed += ws.failed.Load()
 		queued = queued.merge(&ws.queued)
 		running = running.merge(&ws.running)
@@ -59,11 +59,10 @@ func (p *Pipelines[T]) Stats() Stats {
 			s.Stages[i].Errors += ws.stageErrs[i].Load()
 		}
 	}
-	s.Completed -= s.Failed
 	s.InFlight = int(p.life.count())
 	s.Submitted = s.Completed + s.Failed + uint64(s.InFlight)
 	s.Workers = len(p.workers)
-	s.Running = max(0, s.Workers-int(p.idle.Load()))
+	s.Running = max(0, s.Workers-int(p.idle.Load())-int(p.exited.Load()))
 	s.QueueTime, s.RunTime = queued, running
 	return s
 }
@@ -75,12 +74,14 @@ func (p *Pipelines[T]) Stats() Stats {
 type workerStats struct {
 	local struct {
 		requests        int
-		out, failed     uint64
+		completed       uint64
+		failed          uint64
 		queued, running localTiming
 		runs, errs      [maxStageIDs]uint64
 		used            uint64 // bit i set: runs[i] or errs[i] may be non-zero
 	}
-	out, failed     atomic.Uint64 // requests out, and those with an error
+	completed       atomic.Uint64 // requests out with Err nil
+	failed          atomic.Uint64 // requests out with an error
 	queued, running timing
 	stageRuns       [maxStageIDs]atomic.Uint64
 	stageErrs       [maxStageIDs]atomic.Uint64
@@ -108,9 +109,10 @@ func (ws *workerStats) stage(id int, failed bool) {
 // is negative (not timed); it publishes every publishEvery.
 func (ws *workerStats) finished(failed bool, running int64) {
 	l := &ws.local
-	l.out++
 	if failed {
 		l.failed++
+	} else {
+		l.completed++
 	}
 	if running >= 0 {
 		l.running.observe(running)
@@ -123,8 +125,8 @@ func (ws *workerStats) finished(failed bool, running int64) {
 // publish moves the local counts to the atomics Stats reads.
 func (ws *workerStats) publish() {
 	l := &ws.local
-	if l.out > 0 {
-		ws.out.Add(l.out)
+	if l.completed > 0 {
+		ws.completed.Add(l.completed)
 	}
 	if l.failed > 0 {
 		ws.failed.Add(l.failed)
@@ -141,7 +143,7 @@ func (ws *workerStats) publish() {
 		}
 		l.runs[i], l.errs[i] = 0, 0
 	}
-	l.used, l.requests, l.out, l.failed = 0, 0, 0, 0
+	l.used, l.requests, l.completed, l.failed = 0, 0, 0, 0
 }
 
 // localTiming accumulates durations in nanoseconds between publications.
