@@ -2,7 +2,6 @@ package statepipe
 
 import (
 	"context"
-	"fmt"
 	"testing"
 )
 
