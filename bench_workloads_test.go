@@ -32,9 +32,9 @@ func limitStateMachine(items int, sm StateMachine[item]) {
 		})
 	}
 	go func() {
-		ctx := context.Background()
+		ctx, start := context.Background(), Stage[item](sm.Start)
 		for range items {
-			in <- Request[item]{Ctx: ctx, Next: sm.Start}
+			in <- Request[item]{Ctx: ctx, Next: start}
 		}
 		close(in)
 		wg.Wait()

@@ -110,6 +110,12 @@ func (g *Group[T]) Submit(ctx context.Context, data T) error {
 // 20µs to 1ms, whichever comes first, and looks again.
 func (g *Group[T]) admit(ctx context.Context) error {
 	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+			pauseTimers.Put(t)
+		}
+	}()
 	pause := 20 * time.Microsecond
 	for {
 		ok, closed := g.pending.add(g.buffered, g.limit)
@@ -123,17 +129,23 @@ func (g *Group[T]) admit(ctx context.Context) error {
 			return ErrClosed
 		}
 		if t == nil {
-			t = time.NewTimer(pause)
-			defer t.Stop()
-		} else {
-			t.Reset(pause)
+			t = pauseTimers.Get().(*time.Timer)
 		}
+		t.Reset(pause)
 		if err := g.room.wait(ctx, g.hasRoom, t.C, g.done, g.p.closing); err != nil {
 			return err
 		}
 		pause = min(2*pause, time.Millisecond)
 	}
 }
+
+// pauseTimers recycles the timers of waiting Submits, so that waiting
+// allocates nothing. A stopped timer has nothing to receive (Go 1.23+).
+var pauseTimers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
 
 // buffered is the number of results in out, not yet received.
 func (g *Group[T]) buffered() int64 { return int64(len(g.out)) }

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/term"
+)
+
+// isTerminal reports whether f is a terminal.
+func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
+
+// progress reports how far a job is: on a terminal a bar redrawn in place
+// (files, rate, ETA); otherwise a plain line every tick, which reads well
+// in a log or a CI transcript.
+type progress struct {
+	w     io.Writer
+	bar   bool
+	tick  time.Duration
+	label string
+	total int64
+	done  func() int64
+	begin time.Time
+	width func() int // the terminal's columns
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// barRefresh is how often the bar is redrawn.
+const barRefresh = 100 * time.Millisecond
+
+// startProgress reports on done() out of total until finish is called.
+func startProgress(w io.Writer, bar bool, tick time.Duration, label string, total int64, done func() int64) *progress {
+	return newProgress(w, bar, tick, label, total, done).start()
+}
+
+func newProgress(w io.Writer, bar bool, tick time.Duration, label string, total int64, done func() int64) *progress {
+	return &progress{
+		w: w, bar: bar, tick: tick, label: label, total: total, done: done,
+		begin: time.Now(), stop: make(chan struct{}),
+		width: func() int { return terminalWidth(w) },
+	}
+}
+
+func (p *progress) start() *progress {
+	every := p.tick
+	if p.bar {
+		every = barRefresh
+	}
+	p.wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				p.report(false)
+			case <-p.stop:
+				return
+			}
+		}
+	})
+	return p
+}
+
+// finish stops the reports and prints the final state.
+func (p *progress) finish() {
+	close(p.stop)
+	p.wg.Wait()
+	p.report(true)
+}
+
+func (p *progress) report(final bool) {
+	n, elapsed := p.done(), time.Since(p.begin)
+	rate := 0.0
+	if s := elapsed.Seconds(); s > 0 {
+		rate = float64(n) / s
+	}
+	pct := 0.0
+	if p.total > 0 {
+		pct = 100 * float64(n) / float64(p.total)
+	}
+	eta := "ETA ?"
+	switch {
+	case final:
+		eta = "in " + round(elapsed).String()
+	case rate > 0:
+		eta = "ETA " + round(time.Duration(float64(p.total-n)/rate*float64(time.Second))).String()
+	}
+	if !p.bar {
+		fmt.Fprintf(p.w, "%s: %d/%d files (%.0f%%), %.0f files/s, %s\n", p.label, n, p.total, pct, rate, eta)
+		return
+	}
+	stats := fmt.Sprintf(" %d/%d files %3.0f%% %6.0f files/s %s", n, p.total, pct, rate, eta)
+	// The bar takes what the terminal's width leaves.
+	cells := min(40, p.width()-len(p.label)-len(stats)-4)
+	line := p.label + stats
+	if cells >= 10 {
+		full := int(float64(cells) * pct / 100)
+		full = min(max(full, 0), cells)
+		line = p.label + " [" + strings.Repeat("█", full) + strings.Repeat("░", cells-full) + "]" + stats
+	}
+	// \r and erase-line redraw in place; the final report ends the line.
+	end := ""
+	if final {
+		end = "\n"
+	}
+	fmt.Fprintf(p.w, "\r\x1b[K%s%s", line, end)
+}
+
+func terminalWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			return cols
+		}
+	}
+	return 80
+}
+
+// round keeps durations readable: 1.2s, 35ms.
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= 10*time.Second:
+		return d.Round(time.Second)
+	case d >= time.Second:
+		return d.Round(100 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(time.Millisecond)
+	default:
+		return d.Round(time.Microsecond)
+	}
+}
