@@ -38,15 +38,16 @@ type Batcher[T any] struct {
 	cfg   batchConfig
 	size  func(T) int
 
-	mu      sync.Mutex
-	p       *Pipelines[T] // bound by the first Add
-	index   batchIndex[T] // pending batches by key
-	lingers []*batch[T]   // pending batches in order of their first request, so of their deadline
-	ready   []*batch[T]   // closed batches waiting for a free flush
-	running int           // flushes running
-	closing bool          // the Pipelines are shutting down
-	stats   batchCounters
-	nextID  uint64 // identifies members for their cancellation watchers
+	mu       sync.Mutex
+	p        *Pipelines[T] // bound by the first Add
+	index    batchIndex[T] // pending batches by key
+	lingers  []*batch[T]   // pending batches in order of their first request, so of their deadline
+	ready    []*batch[T]   // closed batches waiting for a free flush
+	running  int           // flushes running
+	closing  bool          // the Pipelines are shutting down
+	node     uint8         // its node in the Pipelines' graph
+	counters batchCounters
+	nextID   uint64 // identifies members for their cancellation watchers
 
 	wake chan struct{} // wakes the dispatcher; holds one pending wake-up
 	quit chan struct{} // closed to stop the dispatcher
@@ -104,8 +105,8 @@ func NewBatcher[T any](flush func(ctx context.Context, batch []Request[T]) error
 		wake:  make(chan struct{}, 1),
 		quit:  make(chan struct{}),
 	}
-	b.stats.park.reset()
-	b.stats.flush.reset()
+	b.counters.park.reset()
+	b.counters.flush.reset()
 	return b
 }
 
@@ -156,7 +157,7 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		})
 	}
 	// Nothing can fail from here on: take the request.
-	if err := r.handOff(); err != nil {
+	if err := r.handOff(b.node); err != nil {
 		panic("statepipe: handOff failed after its checks") // unreachable
 	}
 	if len(bt.members) == 0 {
@@ -169,7 +170,7 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	}
 	bt.members = append(bt.members, member[T]{r: r, id: id, parked: now, size: size, stop: stop})
 	bt.bytes += size
-	b.stats.parked++
+	b.counters.parked++
 	switch {
 	case len(bt.members) >= b.cfg.maxItems:
 		b.close(bt, FlushSize)
@@ -185,7 +186,9 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 // stops in Close. b.mu is held.
 func (b *Batcher[T]) bind(p *Pipelines[T]) {
 	b.p = p
-	if p.addParker(b) {
+	node, closing := p.addParker(b)
+	b.node = node
+	if closing {
 		b.closing = true
 	}
 	b.wg.Add(1)
@@ -289,8 +292,8 @@ func (b *Batcher[T]) take(bt *batch[T]) []member[T] {
 			// The watcher has fired and waits for b.mu; it will find the
 			// batch closed and leave the member to us, so fail it here.
 			m.r.Err = m.r.Ctx.Err()
-			b.stats.cancelled++
-			b.stats.parkedFor(time.Since(m.parked))
+			b.counters.cancelled++
+			b.counters.parkedFor(time.Since(m.parked))
 			b.p.resume(m.r)
 			continue
 		}
@@ -325,8 +328,8 @@ func (b *Batcher[T]) cancel(bt *batch[T], id uint64) {
 				b.ready = slices.DeleteFunc(b.ready, func(x *batch[T]) bool { return x == bt })
 			}
 			m.r.Err = m.r.Ctx.Err()
-			b.stats.cancelled++
-			b.stats.parkedFor(time.Since(m.parked))
+			b.counters.cancelled++
+			b.counters.parkedFor(time.Since(m.parked))
 			b.p.resume(m.r)
 			return
 		}
@@ -340,8 +343,9 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 	for i, m := range members {
 		reqs[i] = m.r
 	}
+	ctx := context.Background()
 	start := time.Now()
-	err := b.call(reqs)
+	err := b.call(ctx, reqs)
 	end := time.Now()
 	failed := 0
 	for i, m := range members {
@@ -357,10 +361,18 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 		}
 		members[i].r = r
 	}
+	if obs := b.p.obs; obs != nil {
+		ids := make([]uint64, len(members))
+		for i, m := range members {
+			ids[i] = m.r.id()
+		}
+		obs.Observe(Event{Kind: BatchFlushed, Ctx: ctx, Batch: b.cfg.name, Reason: bt.reason,
+			Size: len(members), Members: ids, Duration: end.Sub(start), Err: err})
+	}
 	b.mu.Lock()
-	b.stats.flushed(bt.reason, len(members), failed, end.Sub(start))
+	b.counters.flushed(bt.reason, len(members), failed, end.Sub(start))
 	for _, m := range members {
-		b.stats.parkedFor(end.Sub(m.parked))
+		b.counters.parkedFor(end.Sub(m.parked))
 	}
 	b.running--
 	b.mu.Unlock()
@@ -371,7 +383,7 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 }
 
 // call runs flush, turning a panic into the error of every member.
-func (b *Batcher[T]) call(reqs []Request[T]) (err error) {
+func (b *Batcher[T]) call(ctx context.Context, reqs []Request[T]) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			pe := &PanicError{Stage: b.cfg.name + " flush", Value: v, Stack: debug.Stack()}
@@ -382,7 +394,7 @@ func (b *Batcher[T]) call(reqs []Request[T]) (err error) {
 			err = pe
 		}
 	}()
-	return b.flush(context.Background(), reqs)
+	return b.flush(ctx, reqs)
 }
 
 // engineIdle is called by a worker when nothing is running and nothing is
@@ -418,3 +430,7 @@ func (b *Batcher[T]) engineClosed() {
 	close(b.quit)
 	b.wg.Wait()
 }
+
+// stats and name serve the engine (parker).
+func (b *Batcher[T]) stats() BatchStats { return b.Stats() }
+func (b *Batcher[T]) name() string      { return b.cfg.name }

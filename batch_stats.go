@@ -49,7 +49,7 @@ func (s BatchStats) TotalFlushes() uint64 {
 func (b *Batcher[T]) Stats() BatchStats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c := &b.stats
+	c := &b.counters
 	s := BatchStats{
 		Name:      b.cfg.name,
 		Flushes:   c.flushes,
@@ -82,18 +82,6 @@ func (c *batchCounters) flushed(reason FlushReason, items, failed int, took time
 
 func (c *batchCounters) parkedFor(d time.Duration) {
 	c.park.observe(int64(d))
-}
-
-func (t *localTiming) durations() Durations {
-	if t.count == 0 {
-		return Durations{}
-	}
-	return Durations{
-		Count: uint64(t.count),
-		Min:   time.Duration(t.min),
-		Avg:   time.Duration(t.sum / t.count),
-		Max:   time.Duration(t.max),
-	}
 }
 
 // batchIndex finds the pending batch a request joins.

@@ -22,15 +22,16 @@ type Group[T any] struct {
 	pending lifecycle // admitted, not yet in out; drained closes out
 	room    wakeup    // a delivery wakes a Submit waiting for room
 
-	submitted atomic.Uint64 // picks the requests whose time is measured
-	done      chan struct{} // closed by Close: wakes blocked Submits
+	id        uint64                     // unique within the Pipelines
+	pause     atomic.Pointer[time.Timer] // a waiting Submit's timer, kept for the next: waiting allocates nothing
+	submitted atomic.Uint64              // requests accepted: the next submission position
+	done      chan struct{}              // closed by Close: wakes blocked Submits
 	once      sync.Once
 
 	// Ordered groups only: results wait in ring, at seq % limit, until
 	// every earlier one has gone to out.
 	ordered bool
 	mu      sync.Mutex
-	seq     uint64 // next submission position; guarded by mu
 	next    uint64 // next position to release; guarded by mu
 	ring    []Request[T]
 	ready   []bool
@@ -48,6 +49,7 @@ func (p *Pipelines[T]) NewGroup(opts ...GroupOption) *Group[T] {
 	limit := min(max(gc.maxInFlight, 1), p.cfg.maxInFlight)
 	g := &Group[T]{
 		p:       p,
+		id:      p.groupIDs.Add(1),
 		out:     make(chan Request[T], limit),
 		limit:   int64(limit),
 		done:    make(chan struct{}),
@@ -89,15 +91,12 @@ func (g *Group[T]) Submit(ctx context.Context, data T) error {
 		g.room.signal() // the place is free again
 		return err
 	}
-	r := Request[T]{Ctx: ctx, Data: data, Next: g.p.start, group: g}
-	if g.submitted.Add(1)%timingSample == 0 {
+	// Nothing fails from here on, so submission positions have no holes,
+	// which the ordered release relies on.
+	seq := g.submitted.Add(1) - 1
+	r := Request[T]{Ctx: ctx, Data: data, Next: g.p.start, group: g, seq: seq, from: nodeIn}
+	if seq%timingSample == 0 || g.p.obs != nil {
 		r.queued = clock() // this one is timed; see Stats
-	}
-	if g.ordered {
-		g.mu.Lock()
-		r.seq = g.seq
-		g.seq++
-		g.mu.Unlock()
 	}
 	g.p.in <- r // never blocks: in has room for every request inside
 	return nil
@@ -113,7 +112,7 @@ func (g *Group[T]) admit(ctx context.Context) error {
 	defer func() {
 		if t != nil {
 			t.Stop()
-			pauseTimers.Put(t)
+			g.pause.CompareAndSwap(nil, t) // keep it for the next wait
 		}
 	}()
 	pause := 20 * time.Microsecond
@@ -129,7 +128,9 @@ func (g *Group[T]) admit(ctx context.Context) error {
 			return ErrClosed
 		}
 		if t == nil {
-			t = pauseTimers.Get().(*time.Timer)
+			if t = g.pause.Swap(nil); t == nil {
+				t = time.NewTimer(pause)
+			}
 		}
 		t.Reset(pause)
 		if err := g.room.wait(ctx, g.hasRoom, t.C, g.done, g.p.closing); err != nil {
@@ -138,14 +139,6 @@ func (g *Group[T]) admit(ctx context.Context) error {
 		pause = min(2*pause, time.Millisecond)
 	}
 }
-
-// pauseTimers recycles the timers of waiting Submits, so that waiting
-// allocates nothing. A stopped timer has nothing to receive (Go 1.23+).
-var pauseTimers = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
-}}
 
 // buffered is the number of results in out, not yet received.
 func (g *Group[T]) buffered() int64 { return int64(len(g.out)) }
@@ -193,5 +186,16 @@ func (g *Group[T]) deliver(r Request[T]) {
 	if released > 0 {
 		g.pending.done(released)
 		g.room.signal()
+	}
+}
+
+func (g *Group[T]) stats() GroupStats {
+	return GroupStats{
+		ID:        g.id,
+		Ordered:   g.ordered,
+		Limit:     int(g.limit),
+		Submitted: g.submitted.Load(),
+		Pending:   int(g.pending.count()),
+		Buffered:  len(g.out),
 	}
 }

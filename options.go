@@ -26,6 +26,7 @@ type config struct {
 	dag         bool
 	middleware  any // []Middleware[T], checked against T in validate
 	logger      *slog.Logger
+	observer    Observer
 	problems    []string // recorded by options, reported by validate
 }
 

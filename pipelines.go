@@ -2,9 +2,7 @@ package statepipe
 
 import (
 	"context"
-	"errors"
 	"log/slog"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,6 +17,7 @@ type Pipelines[T any] struct {
 	cfg    config
 	mws    []Middleware[T]
 	log    *slog.Logger
+	obs    Observer // nil: no events
 	stages *stageIndex
 	start  Stage[T]
 
@@ -35,10 +34,11 @@ type Pipelines[T any] struct {
 	exited  atomic.Int32 // workers gone after Close
 	wg      sync.WaitGroup
 
-	mu      sync.Mutex
-	groups  map[*Group[T]]struct{}   // open groups, closed by Close
-	parkers atomic.Pointer[[]parker] // copy on write, read when idle
-	once    sync.Once
+	mu       sync.Mutex
+	groups   map[*Group[T]]struct{}   // open groups, closed by Close
+	groupIDs atomic.Uint64            // the last group id given
+	parkers  atomic.Pointer[[]parker] // copy on write, read when idle; index i is graph node firstBatchNode+i
+	once     sync.Once
 }
 
 // parker holds parked requests on behalf of the engine: a Batcher. The
@@ -50,6 +50,17 @@ type parker interface {
 	engineIdle()
 	engineClosing()
 	engineClosed()
+	stats() BatchStats
+	name() string
+}
+
+// batchName returns the name of the parker at a graph node.
+func (p *Pipelines[T]) batchName(node uint8) string {
+	parkers := *p.parkers.Load()
+	if i := int(node) - firstBatchNode; i >= 0 && i < len(parkers) {
+		return parkers[i].name()
+	}
+	return "batch"
 }
 
 // New finds the stages of sm, starts the workers and returns the running
@@ -70,6 +81,7 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		cfg:     cfg,
 		mws:     mws,
 		log:     cfg.logger,
+		obs:     cfg.observer,
 		start:   sm.Start,
 		in:      make(chan Request[T], n),
 		room:    newWakeup(),
@@ -139,18 +151,21 @@ func (p *Pipelines[T]) Close() error {
 	return nil
 }
 
-// addParker registers a parker, once, to be told of idleness and shutdown.
-// It reports whether Close has already begun, in which case the parker
-// will not be told of it and must act as if it had been.
-func (p *Pipelines[T]) addParker(pk parker) (closing bool) {
+// addParker registers a parker, once, to be told of idleness and shutdown,
+// and returns its node in the graph. It also reports whether Close has
+// already begun, in which case the parker will not be told of it and must
+// act as if it had been.
+func (p *Pipelines[T]) addParker(pk parker) (node uint8, closing bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := *p.parkers.Load()
-	if !slices.Contains(old, pk) {
+	i := slices.Index(old, pk)
+	if i < 0 {
+		i = len(old)
 		grown := append(old[:len(old):len(old)], pk)
 		p.parkers.Store(&grown)
 	}
-	return p.life.closed()
+	return uint8(firstBatchNode + min(i, maxBatchers-1)), p.life.closed()
 }
 
 // resume hands a request taken with handOff back to the workers, which
@@ -175,189 +190,6 @@ func (p *Pipelines[T]) unregister(g *Group[T]) {
 	p.mu.Lock()
 	delete(p.groups, g)
 	p.mu.Unlock()
-}
-
-// worker is one goroutine running requests through the machine. Its
-// statistics are its own, so that counting costs no contention.
-type worker[T any] struct {
-	p     *Pipelines[T]
-	stats workerStats
-
-	call      uint64 // counts stage calls; see Request.handOff
-	handedOff bool   // the current stage handed its request to a parker
-
-	// The middleware chain is built once per worker; the stage being run
-	// and its name are kept here instead of in a closure per call.
-	chain    Stage[T]
-	curStage Stage[T]
-	curName  string
-}
-
-func newWorker[T any](p *Pipelines[T]) *worker[T] {
-	w := &worker[T]{p: p}
-	w.stats.init()
-	if len(p.mws) > 0 {
-		next := Stage[T](func(r Request[T]) Request[T] { return w.curStage(r) })
-		for i := len(p.mws) - 1; i >= 0; i-- {
-			mw, inner := p.mws[i], next
-			next = func(r Request[T]) Request[T] { return mw(w.curName, r, inner) }
-		}
-		w.chain = next
-	}
-	return w
-}
-
-func (w *worker[T]) loop() {
-	closed := false
-	defer func() {
-		if !closed {
-			// A stage called runtime.Goexit and took this goroutine with
-			// it; run has delivered its request. Keep the worker count.
-			w.p.wg.Add(1)
-			go w.loop()
-		}
-		w.p.wg.Done()
-	}()
-	for {
-		r, ok := w.receive()
-		if !ok {
-			w.stats.publish()
-			w.p.exited.Add(1)
-			closed = true
-			return
-		}
-		if r.queued != 0 && r.started == 0 { // timed, and picked up for the first time
-			r.started = clock()
-			w.stats.local.queued.observe(r.started - r.queued)
-		}
-		w.run(r)
-	}
-}
-
-// receive returns the next request; ok is false once the input is closed.
-func (w *worker[T]) receive() (r Request[T], ok bool) {
-	p := w.p
-	select {
-	case r, ok = <-p.in:
-		return r, ok
-	default:
-	}
-	w.stats.publish()
-	if int(p.idle.Add(1)) == len(p.workers) && len(p.in) == 0 {
-		// Nothing is running and nothing is queued: no request can join
-		// a pending batch any more, so batches need not linger.
-		for _, pk := range *p.parkers.Load() {
-			pk.engineIdle()
-		}
-	}
-	r, ok = <-p.in
-	p.idle.Add(-1)
-	return r, ok
-}
-
-// run carries r through the machine until it finishes, fails or is handed
-// off to a parker. A panic in a stage or its middleware fails the request;
-// one recover per request, not per stage, keeps the cost of a transition
-// low.
-func (w *worker[T]) run(r Request[T]) {
-	p := w.p
-	id := -1 // the stage running; -1 outside stages
-	defer func() {
-		if id < 0 {
-			return // not a stage's panic: the engine's own, which must not be hidden
-		}
-		v := recover()
-		if v == nil {
-			v = errGoexit // the stage called runtime.Goexit: not even a panic
-		}
-		err := p.panicked(p.stages.name(id), v)
-		if w.handedOff {
-			return // a parker has the request and will resume it
-		}
-		r.Next, r.Err = nil, err
-		w.stats.stage(id, true)
-		w.finish(r)
-	}()
-	// keep is the bookkeeping to restore if a stage returns a Request it
-	// made itself instead of the one it was given.
-	keep := r
-	for r.Err == nil && r.Next != nil {
-		if err := r.Ctx.Err(); err != nil {
-			r.Err = err
-			break
-		}
-		stage := r.Next
-		sid := p.stages.id(codeOf(stage))
-		if p.cfg.dag && sid != otherStage {
-			if r.visited&(1<<sid) != 0 {
-				r.Err = p.cycleError(sid, &r.trail)
-				break
-			}
-			r.visited |= 1 << sid
-			r.trail.push(sid)
-			keep.visited, keep.trail = r.visited, r.trail
-		}
-		r.Next = nil // a stage that sets nothing finishes the request
-		w.call++
-		w.handedOff = false
-		r.worker, r.call = w, w.call
-		id = sid
-		if w.chain == nil {
-			r = stage(r)
-		} else {
-			w.curStage, w.curName = stage, p.stages.name(sid)
-			r = w.chain(r)
-		}
-		id = -1
-		w.stats.stage(sid, r.Err != nil && !w.handedOff)
-		if w.handedOff {
-			return // whatever the stage returned: a parker has it now
-		}
-		r.worker = nil
-		if r.group == nil || r.Ctx == nil {
-			r.adopt(&keep)
-		}
-	}
-	w.finish(r)
-}
-
-// errGoexit is the panic value recorded for a stage that called
-// runtime.Goexit.
-var errGoexit = errors.New("statepipe: stage called runtime.Goexit")
-
-// adopt gives r, a Request made by a stage, the context and bookkeeping
-// of the request the stage was given.
-func (r *Request[T]) adopt(orig *Request[T]) {
-	if r.Ctx == nil {
-		r.Ctx = orig.Ctx
-	}
-	r.group, r.seq, r.queued, r.started = orig.group, orig.seq, orig.queued, orig.started
-	r.visited, r.trail = orig.visited, orig.trail
-}
-
-// finish counts r and hands it to its group.
-func (w *worker[T]) finish(r Request[T]) {
-	var running int64 = -1
-	if r.started != 0 {
-		running = clock() - r.started
-	}
-	w.stats.finished(r.Err != nil, running)
-	w.p.deliver(r)
-}
-
-func (p *Pipelines[T]) panicked(stage string, v any) *PanicError {
-	err := &PanicError{Stage: stage, Value: v, Stack: debug.Stack()}
-	p.log.Error("statepipe: recovered panic", "stage", stage, "panic", v)
-	return err
-}
-
-func (p *Pipelines[T]) cycleError(id int, t *trail) *CycleError {
-	ids := t.path()
-	path := make([]string, len(ids))
-	for i, v := range ids {
-		path[i] = p.stages.name(v)
-	}
-	return &CycleError{Stage: p.stages.name(id), Path: path}
 }
 
 // deliver hands a finished request to its group's output and frees its

@@ -12,7 +12,8 @@ type Request[T any] struct {
 
 	// Bookkeeping owned by the engine; a stage copies it along untouched.
 	group   *Group[T]
-	seq     uint64 // submission position, for ordered groups
+	seq     uint64 // submission position in its group: its id, and its order
+	from    uint8  // the graph node it comes from: nodeIn, a stage or a batcher
 	queued  int64  // clock reading at Submit
 	started int64  // clock reading when a worker first picked it up
 	visited uint64 // stage ids run so far, for WithDAG
@@ -73,12 +74,18 @@ func (t *trail) path() []int {
 // resume later with Pipelines.resume. It fails if r is not held by a
 // running stage or was already handed off in this stage call; on success
 // the worker lets go of the request whatever the stage returns or does.
-func (r *Request[T]) handOff() error {
+//
+// node is the parker's node in the graph: the request comes from there
+// when it resumes.
+func (r *Request[T]) handOff(node uint8) error {
 	w := r.worker
 	if w == nil || w.call != r.call || w.handedOff {
 		return ErrNotRunning
 	}
-	w.handedOff = true
-	r.worker = nil
+	w.handedOff, w.parkedIn = true, node
+	r.worker, r.from = nil, node
 	return nil
 }
+
+// id returns the request's id, unique within its Pipelines.
+func (r *Request[T]) id() uint64 { return r.group.id<<32 | r.seq }

@@ -1,28 +1,35 @@
 package statepipe
 
 import (
+	"cmp"
 	"math/bits"
-	"sync/atomic"
+	"slices"
+	"sync"
 	"time"
 )
 
-// Stats is a snapshot of what the Pipelines have done. Each worker publishes
-// its counts every 64 requests and whenever it waits for work, so while
-// work goes on a snapshot may trail by up to 64 requests per worker; once
-// the Pipelines are idle or closed it is exact.
+// Stats is a snapshot of what the Pipelines have done. Each worker
+// publishes its counts every 64 requests and whenever it waits for work,
+// so while work goes on a snapshot may trail by up to 64 requests per
+// worker; once the Pipelines are idle or closed it is exact.
 type Stats struct {
 	Submitted uint64 // requests accepted by Submit
 	Completed uint64 // came out with Err == nil
 	Failed    uint64 // came out with an error
 	InFlight  int    // inside the machine: queued, running or parked
+	Queued    int    // waiting for a worker
 	Running   int    // on a worker right now
+	Parked    int    // held by batchers
 	Workers   int    // worker goroutines
 
-	// Durations are measured on every 8th request admitted to a group, so
-	// that timing costs little; Count says how many were measured.
+	// Times are measured on every 8th request admitted to a group (on
+	// every request while an Observer is set), so that timing costs
+	// little; Count says how many were measured.
 	QueueTime Durations    // from Submit until a worker first picks the request up
 	RunTime   Durations    // from that pick-up until the request is out, parked time included
 	Stages    []StageStats // one per stage: discovered stages first, then other functions seen as Next
+	Groups    []GroupStats // open groups
+	Batchers  []BatchStats // batchers in use
 }
 
 // Durations summarises observed durations.
@@ -33,76 +40,114 @@ type Durations struct {
 
 // StageStats counts the runs of one stage.
 type StageStats struct {
-	Name   string
-	Runs   uint64 // times the stage was called
-	Errors uint64 // runs that ended with the request's Err set (panics included)
+	Name    string
+	Runs    uint64    // times the stage was called
+	Errors  uint64    // runs that ended with the request's Err set (panics included)
+	Latency Histogram // durations of the timed runs
+}
+
+// P50, P90 and P99 estimate latency quantiles of the stage's timed runs.
+func (s StageStats) P50() time.Duration { return s.Latency.Quantile(0.50) }
+func (s StageStats) P90() time.Duration { return s.Latency.Quantile(0.90) }
+func (s StageStats) P99() time.Duration { return s.Latency.Quantile(0.99) }
+
+// GroupStats describes one open group.
+type GroupStats struct {
+	ID        uint64
+	Ordered   bool
+	Limit     int    // its in-flight bound
+	Submitted uint64 // requests accepted
+	Pending   int    // admitted, not yet in its output
+	Buffered  int    // in its output, not yet received
 }
 
 // Stats returns a snapshot of the counters. It is safe to call at any time,
-// also after Close, and takes no lock the workers use.
+// also after Close.
 func (p *Pipelines[T]) Stats() Stats {
-	var s Stats
-	names := p.stages.names()
-	s.Stages = make([]StageStats, len(names))
-	for i, n := range names {
-		s.Stages[i].Name = n
-	}
-	var queued, running Durations
+	var c counts
 	for _, w := range p.workers {
-		ws := &w.stats
-		s.Completed += ws.completed.Load()
-		s.Failed += ws.failed.Load()
-		queued = queued.merge(&ws.queued)
-		running = running.merge(&ws.running)
-		for i := range s.Stages {
-			s.Stages[i].Runs += ws.stageRuns[i].Load()
-			s.Stages[i].Errors += ws.stageErrs[i].Load()
-		}
+		w.stats.mu.Lock()
+		c.merge(&w.stats.pub)
+		w.stats.mu.Unlock()
 	}
-	s.InFlight = int(p.life.count())
-	s.Submitted = s.Completed + s.Failed + uint64(s.InFlight)
-	s.Workers = len(p.workers)
+	names := p.stages.names()
+	s := Stats{
+		Completed: c.completed,
+		Failed:    c.failed,
+		InFlight:  int(p.life.count()),
+		Queued:    len(p.in),
+		Workers:   len(p.workers),
+		QueueTime: c.queued.durations(),
+		RunTime:   c.running.durations(),
+		Stages:    make([]StageStats, len(names)),
+	}
 	s.Running = max(0, s.Workers-int(p.idle.Load())-int(p.exited.Load()))
-	s.QueueTime, s.RunTime = queued, running
+	s.Submitted = s.Completed + s.Failed + uint64(s.InFlight)
+	for i, n := range names {
+		st := &c.stages[i]
+		s.Stages[i] = StageStats{Name: n, Runs: st.runs, Errors: st.errs, Latency: st.latency}
+	}
+	p.mu.Lock()
+	for g := range p.groups {
+		s.Groups = append(s.Groups, g.stats())
+	}
+	p.mu.Unlock()
+	slices.SortFunc(s.Groups, func(a, b GroupStats) int { return cmp.Compare(a.ID, b.ID) })
+	for _, pk := range *p.parkers.Load() {
+		bs := pk.stats()
+		s.Parked += bs.Parked
+		s.Batchers = append(s.Batchers, bs)
+	}
 	return s
 }
 
-// workerStats are one worker's counters. The worker counts in plain
-// fields (local) and publishes them to atomics every publishEvery requests
-// and whenever it waits for work, so that counting costs no atomic
-// operation per request and Stats can read while the worker runs.
+// workerStats are one worker's counters. The worker counts in local, which
+// only it touches, and merges local into pub under mu every publishEvery
+// requests and whenever it waits for work: counting costs no atomic
+// operation or lock per request, and Stats reads pub under mu.
 type workerStats struct {
-	local struct {
-		requests        int
-		completed       uint64
-		failed          uint64
-		queued, running localTiming
-		runs, errs      [maxStageIDs]uint64
-		used            uint64 // bit i set: runs[i] or errs[i] may be non-zero
-	}
-	completed       atomic.Uint64 // requests out with Err nil
-	failed          atomic.Uint64 // requests out with an error
-	queued, running timing
-	stageRuns       [maxStageIDs]atomic.Uint64
-	stageErrs       [maxStageIDs]atomic.Uint64
-	_               [64]byte // keep the next worker's counters off this cache line
+	local    counts
+	requests int // since the last publish
+
+	mu  sync.Mutex
+	pub counts
 }
 
 const publishEvery = 64
 
+// counts are what workers count.
+type counts struct {
+	completed, failed uint64
+	queued, running   localTiming
+	stages            [maxStageIDs]stageCounts
+	used              uint64 // bit i: stages[i] may be non-zero
+	edges             edgeCounts
+}
+
+type stageCounts struct {
+	runs, errs uint64
+	latency    Histogram
+}
+
 func (ws *workerStats) init() {
-	ws.queued.min.Store(-1)
-	ws.running.min.Store(-1)
 	ws.local.queued.reset()
 	ws.local.running.reset()
+	ws.pub.queued.reset()
+	ws.pub.running.reset()
 }
 
 func (ws *workerStats) stage(id int, failed bool) {
-	ws.local.runs[id]++
+	st := &ws.local.stages[id]
+	st.runs++
 	if failed {
-		ws.local.errs[id]++
+		st.errs++
 	}
 	ws.local.used |= 1 << id
+}
+
+// stageTime records the duration of a timed run of stage id.
+func (ws *workerStats) stageTime(id int, ns int64) {
+	ws.local.stages[id].latency.observe(ns)
 }
 
 // finished counts a request going out, and its running time unless that
@@ -117,36 +162,49 @@ func (ws *workerStats) finished(failed bool, running int64) {
 	if running >= 0 {
 		l.running.observe(running)
 	}
-	if l.requests++; l.requests >= publishEvery {
+	if ws.requests++; ws.requests >= publishEvery {
 		ws.publish()
 	}
 }
 
-// publish moves the local counts to the atomics Stats reads.
+// publish merges the local counts into the published ones.
 func (ws *workerStats) publish() {
-	l := &ws.local
-	if l.completed > 0 {
-		ws.completed.Add(l.completed)
-	}
-	if l.failed > 0 {
-		ws.failed.Add(l.failed)
-	}
-	ws.queued.add(&l.queued)
-	ws.running.add(&l.running)
-	for used := l.used; used != 0; used &= used - 1 {
-		i := bits.TrailingZeros64(used)
-		if l.runs[i] > 0 {
-			ws.stageRuns[i].Add(l.runs[i])
-		}
-		if l.errs[i] > 0 {
-			ws.stageErrs[i].Add(l.errs[i])
-		}
-		l.runs[i], l.errs[i] = 0, 0
-	}
-	l.used, l.requests, l.completed, l.failed = 0, 0, 0, 0
+	ws.mu.Lock()
+	ws.pub.merge(&ws.local)
+	ws.mu.Unlock()
+	ws.local.reset()
+	ws.requests = 0
 }
 
-// localTiming accumulates durations in nanoseconds between publications.
+// merge adds o to c.
+func (c *counts) merge(o *counts) {
+	c.completed += o.completed
+	c.failed += o.failed
+	c.queued.merge(&o.queued)
+	c.running.merge(&o.running)
+	for used := o.used; used != 0; used &= used - 1 {
+		i := bits.TrailingZeros64(used)
+		st, os := &c.stages[i], &o.stages[i]
+		st.runs += os.runs
+		st.errs += os.errs
+		st.latency.add(&os.latency)
+	}
+	c.used |= o.used
+	c.edges.merge(&o.edges)
+}
+
+// reset zeroes c after a merge, touching only what was used.
+func (c *counts) reset() {
+	for used := c.used; used != 0; used &= used - 1 {
+		c.stages[bits.TrailingZeros64(used)] = stageCounts{}
+	}
+	c.completed, c.failed, c.used = 0, 0, 0
+	c.queued.reset()
+	c.running.reset()
+	c.edges.reset()
+}
+
+// localTiming accumulates durations in nanoseconds.
 type localTiming struct{ count, sum, min, max int64 }
 
 func (t *localTiming) reset() { *t = localTiming{min: -1} }
@@ -160,39 +218,26 @@ func (t *localTiming) observe(d int64) {
 	t.max = max(t.max, d)
 }
 
-// timing is the published form of localTiming; one goroutine writes it.
-type timing struct {
-	count, sum, min, max atomic.Int64
-}
-
-func (t *timing) add(l *localTiming) {
-	if l.count == 0 {
+func (t *localTiming) merge(o *localTiming) {
+	if o.count == 0 {
 		return
 	}
-	t.count.Add(l.count)
-	t.sum.Add(l.sum)
-	if m := t.min.Load(); m < 0 || l.min < m {
-		t.min.Store(l.min)
+	if t.count == 0 || o.min < t.min {
+		t.min = o.min
 	}
-	if l.max > t.max.Load() {
-		t.max.Store(l.max)
-	}
-	l.reset()
+	t.max = max(t.max, o.max)
+	t.count += o.count
+	t.sum += o.sum
 }
 
-// merge adds t's observations to d.
-func (d Durations) merge(t *timing) Durations {
-	n := t.count.Load()
-	if n == 0 {
-		return d
+func (t *localTiming) durations() Durations {
+	if t.count == 0 {
+		return Durations{}
 	}
-	total := int64(d.Avg)*int64(d.Count) + t.sum.Load()
-	lo, hi := time.Duration(t.min.Load()), time.Duration(t.max.Load())
-	if d.Count == 0 || lo < d.Min {
-		d.Min = lo
+	return Durations{
+		Count: uint64(t.count),
+		Min:   time.Duration(t.min),
+		Avg:   time.Duration(t.sum / t.count),
+		Max:   time.Duration(t.max),
 	}
-	d.Max = max(d.Max, hi)
-	d.Count += uint64(n)
-	d.Avg = time.Duration(total / int64(d.Count))
-	return d
 }

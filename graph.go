@@ -1,0 +1,278 @@
+package statepipe
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Nodes of the observed graph are numbered in one byte: stages by their
+// id, batchers after them, and three ends.
+const (
+	firstBatchNode = maxStageIDs // batcher i is node firstBatchNode+i
+	maxBatchers    = 64
+	nodeIn         = 253 // where every request enters: Submit
+	nodeDone       = 254 // where a request leaves with Err == nil
+	nodeFailed     = 255 // where a request leaves with an error
+)
+
+// The ends of the graph have names no stage can have.
+const (
+	inName     = "(in)"
+	doneName   = "(done)"
+	failedName = "(failed)"
+)
+
+// NodeKind says what a node of a Graph is.
+type NodeKind int
+
+const (
+	NodeStage  NodeKind = iota // a stage of the machine
+	NodeBatch                  // a Batcher: requests wait there for a bulk call
+	NodeIn                     // where requests enter
+	NodeDone                   // where requests leave with Err == nil
+	NodeFailed                 // where requests leave with an error
+)
+
+// Graph is the machine as run: the stages found by New (and other functions
+// seen as Next), the batchers, and every transition taken so far.
+type Graph struct {
+	Nodes []GraphNode
+	Edges []GraphEdge
+}
+
+// GraphNode is one node of a Graph.
+type GraphNode struct {
+	Name string
+	Kind NodeKind
+	Runs uint64 // stage runs, or requests flushed by a batcher
+}
+
+// GraphEdge is one transition taken: from a node to the next.
+type GraphEdge struct {
+	From, To string
+	Count    uint64 // requests that took it
+	// MeanLatency is the mean time spent in From before taking this edge,
+	// over the timed requests (zero if none, and for edges from the ends
+	// and from batchers).
+	MeanLatency time.Duration
+}
+
+// Graph returns the stages found at New and the transitions observed so
+// far, with the same freshness as Stats.
+func (p *Pipelines[T]) Graph() Graph {
+	var edges edgeCounts
+	for _, w := range p.workers {
+		w.stats.mu.Lock()
+		edges.merge(&w.stats.pub.edges)
+		w.stats.mu.Unlock()
+	}
+	stats := p.Stats()
+	var g Graph
+	name := func(node uint8) string {
+		switch {
+		case node == nodeIn:
+			return inName
+		case node == nodeDone:
+			return doneName
+		case node == nodeFailed:
+			return failedName
+		case node >= firstBatchNode:
+			if i := int(node - firstBatchNode); i < len(stats.Batchers) {
+				return stats.Batchers[i].Name
+			}
+			return fmt.Sprintf("batch%d", node-firstBatchNode)
+		}
+		return stats.Stages[node].Name
+	}
+	g.Nodes = append(g.Nodes, GraphNode{Name: inName, Kind: NodeIn, Runs: stats.Submitted})
+	for _, s := range stats.Stages {
+		g.Nodes = append(g.Nodes, GraphNode{Name: s.Name, Kind: NodeStage, Runs: s.Runs})
+	}
+	for _, b := range stats.Batchers {
+		g.Nodes = append(g.Nodes, GraphNode{Name: b.Name, Kind: NodeBatch, Runs: b.Items})
+	}
+	g.Nodes = append(g.Nodes,
+		GraphNode{Name: doneName, Kind: NodeDone, Runs: stats.Completed},
+		GraphNode{Name: failedName, Kind: NodeFailed, Runs: stats.Failed})
+	edges.each(func(from, to uint8, e *edgeData) {
+		ge := GraphEdge{From: name(from), To: name(to), Count: e.count}
+		if e.timed > 0 {
+			ge.MeanLatency = time.Duration(e.timedSum / int64(e.timed))
+		}
+		g.Edges = append(g.Edges, ge)
+	})
+	order := make(map[string]int, len(g.Nodes))
+	for i, n := range g.Nodes {
+		order[n.Name] = i
+	}
+	slices.SortFunc(g.Edges, func(a, b GraphEdge) int {
+		return cmp.Or(cmp.Compare(order[a.From], order[b.From]), cmp.Compare(order[a.To], order[b.To]))
+	})
+	return g
+}
+
+// Mermaid renders the graph as a Mermaid flowchart. Each edge reads
+// "From -->|count| To"; batchers are hexagons, and the ends rounded.
+func (g Graph) Mermaid() string {
+	var b strings.Builder
+	b.WriteString("flowchart LR\n")
+	for _, n := range g.Nodes {
+		if g.touches(n.Name) || n.Kind == NodeStage {
+			fmt.Fprintf(&b, "    %s%s\n", mermaidID(n.Name), mermaidShape(n))
+		}
+	}
+	for _, e := range g.Edges {
+		fmt.Fprintf(&b, "    %s -->|%d| %s\n", mermaidID(e.From), e.Count, mermaidID(e.To))
+	}
+	return b.String()
+}
+
+// DOT renders the graph in the Graphviz language.
+func (g Graph) DOT() string {
+	var b strings.Builder
+	b.WriteString("digraph statepipe {\n    rankdir=LR;\n    node [shape=box];\n")
+	for _, n := range g.Nodes {
+		if !g.touches(n.Name) && n.Kind != NodeStage {
+			continue
+		}
+		attrs := ""
+		switch n.Kind {
+		case NodeBatch:
+			attrs = ", shape=hexagon"
+		case NodeIn, NodeDone:
+			attrs = ", shape=oval"
+		case NodeFailed:
+			attrs = ", shape=oval, color=red"
+		}
+		fmt.Fprintf(&b, "    %q [label=%q%s];\n", n.Name, n.Name, attrs)
+	}
+	for _, e := range g.Edges {
+		fmt.Fprintf(&b, "    %q -> %q [label=\"%d\"];\n", e.From, e.To, e.Count)
+	}
+	b.WriteString("}\n")
+	return b.String()
+}
+
+// touches reports whether an edge starts or ends at the named node.
+func (g Graph) touches(name string) bool {
+	for _, e := range g.Edges {
+		if e.From == name || e.To == name {
+			return true
+		}
+	}
+	return false
+}
+
+// mermaidID makes a name a Mermaid node id: stage names are Go identifiers
+// already; others (the ends "(in)", closures "Machine.Start.func1") get
+// underscores.
+func mermaidID(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' {
+			return r
+		}
+		return '_'
+	}, name)
+}
+
+func mermaidShape(n GraphNode) string {
+	label := strings.ReplaceAll(n.Name, `"`, "'")
+	switch n.Kind {
+	case NodeBatch:
+		return fmt.Sprintf(`{{"%s"}}`, label)
+	case NodeIn, NodeDone, NodeFailed:
+		return fmt.Sprintf(`(["%s"])`, label)
+	}
+	return fmt.Sprintf(`["%s"]`, label)
+}
+
+// edgeCounts counts transitions in a small open-addressing table keyed by
+// (from, to): counting one is a probe and an increment. A machine with more
+// distinct transitions than slots between two publications spills into a
+// map.
+type edgeCounts struct {
+	slots [128]edgeSlot
+	taken [128]uint8 // indices of the slots in use, so reset touches only those
+	n     int
+	spill map[uint16]*edgeData
+}
+
+type edgeSlot struct {
+	key  uint32 // 1 + from<<8 | to; 0 is empty
+	data edgeData
+}
+
+type edgeData struct {
+	count    uint64
+	timed    uint64 // transitions whose From run was timed
+	timedSum int64  // their total time in From, in nanoseconds
+}
+
+// add counts a transition; ns < 0 means From's run was not timed.
+func (c *edgeCounts) add(from, to uint8, ns int64) {
+	e := c.data(from, to)
+	e.count++
+	if ns >= 0 {
+		e.timed++
+		e.timedSum += ns
+	}
+}
+
+func (c *edgeCounts) data(from, to uint8) *edgeData {
+	key := uint16(from)<<8 | uint16(to)
+	want := uint32(key) + 1
+	i := int(key*40503>>9) % len(c.slots) // a multiplicative hash spreads the keys
+	for range len(c.slots) {
+		s := &c.slots[i]
+		if s.key == want {
+			return &s.data
+		}
+		if s.key == 0 {
+			s.key = want
+			c.taken[c.n] = uint8(i)
+			c.n++
+			return &s.data
+		}
+		i = (i + 1) % len(c.slots)
+	}
+	if c.spill == nil {
+		c.spill = map[uint16]*edgeData{}
+	}
+	e := c.spill[key]
+	if e == nil {
+		e = &edgeData{}
+		c.spill[key] = e
+	}
+	return e
+}
+
+func (c *edgeCounts) each(f func(from, to uint8, e *edgeData)) {
+	for _, i := range c.taken[:c.n] {
+		s := &c.slots[i]
+		k := uint16(s.key - 1)
+		f(uint8(k>>8), uint8(k), &s.data)
+	}
+	for k, e := range c.spill {
+		f(uint8(k>>8), uint8(k), e)
+	}
+}
+
+func (c *edgeCounts) merge(o *edgeCounts) {
+	o.each(func(from, to uint8, e *edgeData) {
+		d := c.data(from, to)
+		d.count += e.count
+		d.timed += e.timed
+		d.timedSum += e.timedSum
+	})
+}
+
+func (c *edgeCounts) reset() {
+	for _, i := range c.taken[:c.n] {
+		c.slots[i] = edgeSlot{}
+	}
+	c.n = 0
+	c.spill = nil
+}

@@ -1,0 +1,86 @@
+package statepipe
+
+import (
+	"context"
+	"time"
+)
+
+// An Observer receives the engine's events: to trace requests, export
+// metrics, or log. It is called synchronously on the goroutine where the
+// event happens (a worker, or a batcher's flush), so it must be fast and
+// must not block; it is called concurrently from several goroutines.
+//
+// Without an Observer (the default) the engine does no work for events.
+// With one, every stage run is timed (two clock readings), and Observe is
+// called once per event with an Event passed by value: the engine
+// allocates nothing for it.
+type Observer interface {
+	Observe(e Event)
+}
+
+// ObserverFunc adapts a function to an Observer.
+type ObserverFunc func(e Event)
+
+// Observe calls f(e).
+func (f ObserverFunc) Observe(e Event) { f(e) }
+
+// EventKind says what happened.
+type EventKind int
+
+const (
+	// RequestStarted: a worker picked up a submitted request. Duration is
+	// the time it waited in the queue.
+	RequestStarted EventKind = iota
+	// StageDone: a stage returned (or panicked). Duration is its run
+	// time; Err is the request's error after it, if any (a *PanicError
+	// for a panic).
+	StageDone
+	// Parked: the stage handed the request to the batcher named Batch.
+	Parked
+	// Resumed: the batcher sent the request on (Err set if it failed it
+	// or its context ended while parked). Duration is the time parked.
+	Resumed
+	// RequestDone: the request left the machine for its group's output,
+	// with Err. Duration is its run time since it was picked up.
+	RequestDone
+	// BatchFlushed: the batcher named Batch ran flush for Size requests
+	// (their ids in Members), for Reason; Duration is the call's, Err its
+	// error (a *PanicError for a panic).
+	BatchFlushed
+)
+
+var eventKindNames = [...]string{"RequestStarted", "StageDone", "Parked", "Resumed", "RequestDone", "BatchFlushed"}
+
+func (k EventKind) String() string {
+	if k < 0 || int(k) >= len(eventKindNames) {
+		return "EventKind(?)"
+	}
+	return eventKindNames[k]
+}
+
+// Event is one thing the engine did. Which fields are set depends on Kind.
+type Event struct {
+	Kind     EventKind
+	Request  uint64          // the request's id, unique within the Pipelines (not for BatchFlushed)
+	Group    uint64          // the id of the request's group
+	Ctx      context.Context // the request's context (the flush's for BatchFlushed)
+	Stage    string          // the stage, for StageDone and Parked
+	Batch    string          // the batcher's name, for Parked, Resumed and BatchFlushed
+	Duration time.Duration
+	Err      error
+
+	Reason  FlushReason // BatchFlushed only
+	Size    int         // BatchFlushed only
+	Members []uint64    // BatchFlushed only: the ids of the flushed requests; read-only, valid during Observe
+}
+
+// WithObserver sends the engine's events to o; see [Observer] for the cost.
+// Off by default.
+func WithObserver(o Observer) Option {
+	return optionFunc(func(c *config) {
+		if o == nil {
+			c.problems = append(c.problems, "WithObserver: nil observer")
+		}
+		c.observer = o
+	})
+}

@@ -1,0 +1,127 @@
+package statepipe
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// recorder keeps the events of each request, in order.
+type recorder struct {
+	mu      sync.Mutex
+	byReq   map[uint64][]Event
+	flushes []Event
+}
+
+func (r *recorder) Observe(e Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e.Kind == BatchFlushed {
+		e.Members = slices.Clone(e.Members)
+		r.flushes = append(r.flushes, e)
+		return
+	}
+	r.byReq[e.Request] = append(r.byReq[e.Request], e)
+}
+
+func TestObserverSeesEveryEvent(t *testing.T) {
+	rec := &recorder{byReq: map[uint64][]Event{}}
+	runRoutes(t, WithObserver(rec))
+	if len(rec.byReq) != 14 {
+		t.Fatalf("events for %d requests, want 14", len(rec.byReq))
+	}
+	flushed := map[uint64]bool{}
+	for _, f := range rec.flushes {
+		if f.Batch != "store" || f.Size != len(f.Members) || f.Err != nil {
+			t.Errorf("flush event %+v", f)
+		}
+		for _, id := range f.Members {
+			flushed[id] = true
+		}
+	}
+	if len(flushed) != 4 {
+		t.Errorf("%d requests flushed, want 4", len(flushed))
+	}
+	for id, evs := range rec.byReq {
+		var kinds []EventKind
+		for _, e := range evs {
+			kinds = append(kinds, e.Kind)
+		}
+		if kinds[0] != RequestStarted || kinds[len(kinds)-1] != RequestDone {
+			t.Errorf("request %d: events %v, want RequestStarted first and RequestDone last", id, kinds)
+		}
+		last := evs[len(evs)-1]
+		switch {
+		case last.Err != nil:
+			// a negative number: Start failed it
+			if !slices.Equal(kinds, []EventKind{RequestStarted, StageDone, RequestDone}) || evs[1].Stage != "Start" || evs[1].Err == nil {
+				t.Errorf("failed request %d: %v", id, evs)
+			}
+		case flushed[id]:
+			want := []EventKind{RequestStarted, StageDone, StageDone, Parked, Resumed, StageDone, RequestDone}
+			if !slices.Equal(kinds, want) || evs[3].Batch != "store" || evs[5].Stage != "Finish" {
+				t.Errorf("parked request %d: %v, want %v", id, kinds, want)
+			}
+		default:
+			if !slices.Equal(kinds, []EventKind{RequestStarted, StageDone, StageDone, RequestDone}) {
+				t.Errorf("request %d: %v", id, kinds)
+			}
+		}
+	}
+}
+
+func TestObserverPanicAndNoAllocation(t *testing.T) {
+	var mu sync.Mutex
+	var panics []error
+	obs := ObserverFunc(func(e Event) {
+		// A type assertion, not errors.As: As takes its target's address,
+		// which would allocate here and be counted against the engine.
+		if _, ok := e.Err.(*PanicError); e.Kind == StageDone && ok {
+			mu.Lock()
+			panics = append(panics, e.Err)
+			mu.Unlock()
+		}
+	})
+	p, err := New[int](panicky{}, WithObserver(obs), WithWorkers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	g := p.NewGroup()
+	ctx := context.Background()
+	roundTrip := func(v int) Request[int] {
+		if err := g.Submit(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+		return <-g.Out()
+	}
+	if r := roundTrip(-1); r.Err == nil {
+		t.Fatal("the panic did not fail the request")
+	}
+	if len(panics) != 1 {
+		t.Fatalf("observer saw %d panics, want 1", len(panics))
+	}
+	roundTrip(1) // warm up
+	if allocs := testing.AllocsPerRun(200, func() { roundTrip(1) }); allocs > 0 {
+		t.Errorf("%v allocations per request with an observer, want 0", allocs)
+	}
+}
+
+type panicky struct{}
+
+func (panicky) Start(r Request[int]) Request[int] {
+	if r.Data < 0 {
+		panic("negative")
+	}
+	return r
+}
+func (panicky) Close() {}
+
+func TestObserverOptionValidation(t *testing.T) {
+	_, err := New[int](panicky{}, WithObserver(nil))
+	if !errors.Is(err, ErrInvalidOption) {
+		t.Fatalf("WithObserver(nil): %v, want ErrInvalidOption", err)
+	}
+}

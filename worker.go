@@ -1,0 +1,253 @@
+package statepipe
+
+import (
+	"errors"
+	"runtime/debug"
+	"time"
+)
+
+// worker is one goroutine running requests through the machine. Its
+// statistics are its own, so that counting costs no contention.
+type worker[T any] struct {
+	p     *Pipelines[T]
+	stats workerStats
+
+	call      uint64 // counts stage calls; see Request.handOff
+	handedOff bool   // the current stage handed its request to a parker
+	parkedIn  uint8  // and the parker's graph node
+
+	// The middleware chain is built once per worker; the stage being run
+	// and its name are kept here instead of in a closure per call.
+	chain    Stage[T]
+	curStage Stage[T]
+	curName  string
+}
+
+func newWorker[T any](p *Pipelines[T]) *worker[T] {
+	w := &worker[T]{p: p}
+	w.stats.init()
+	if len(p.mws) > 0 {
+		next := Stage[T](func(r Request[T]) Request[T] { return w.curStage(r) })
+		for i := len(p.mws) - 1; i >= 0; i-- {
+			mw, inner := p.mws[i], next
+			next = func(r Request[T]) Request[T] { return mw(w.curName, r, inner) }
+		}
+		w.chain = next
+	}
+	return w
+}
+
+func (w *worker[T]) loop() {
+	closed := false
+	defer func() {
+		if !closed {
+			// A stage called runtime.Goexit and took this goroutine with
+			// it; run has delivered its request. Keep the worker count.
+			w.p.wg.Add(1)
+			go w.loop()
+		}
+		w.p.wg.Done()
+	}()
+	for {
+		r, ok := w.receive()
+		if !ok {
+			w.stats.publish()
+			w.p.exited.Add(1)
+			closed = true
+			return
+		}
+		if r.queued != 0 && r.started == 0 { // timed, and picked up for the first time
+			r.started = clock()
+			w.stats.local.queued.observe(r.started - r.queued)
+			if w.p.obs != nil {
+				w.p.obs.Observe(Event{Kind: RequestStarted, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
+					Duration: nanos(r.started - r.queued)})
+			}
+		}
+		w.run(r)
+	}
+}
+
+// receive returns the next request; ok is false once the input is closed.
+func (w *worker[T]) receive() (r Request[T], ok bool) {
+	p := w.p
+	select {
+	case r, ok = <-p.in:
+		return r, ok
+	default:
+	}
+	w.stats.publish()
+	if int(p.idle.Add(1)) == len(p.workers) && len(p.in) == 0 {
+		// Nothing is running and nothing is queued: no request can join
+		// a pending batch any more, so batches need not linger.
+		for _, pk := range *p.parkers.Load() {
+			pk.engineIdle()
+		}
+	}
+	r, ok = <-p.in
+	p.idle.Add(-1)
+	return r, ok
+}
+
+// run carries r through the machine until it finishes, fails or is handed
+// off to a parker. A panic in a stage or its middleware fails the request;
+// one recover per request, not per stage, keeps the cost of a transition
+// low.
+func (w *worker[T]) run(r Request[T]) {
+	p := w.p
+	// Stage runs are timed for the sampled requests, and for all while an
+	// Observer is set; the clock costs more than the rest of a transition.
+	timed := r.started != 0
+	id := -1 // the stage running; -1 outside stages
+	var t0 int64
+	// keep is the bookkeeping to restore if a stage returns a Request it
+	// made itself instead of the one it was given.
+	keep := r
+	defer func() {
+		if id < 0 {
+			return // not a stage's panic: the engine's own, which must not be hidden
+		}
+		v := recover()
+		if v == nil {
+			v = errGoexit // the stage called runtime.Goexit: not even a panic
+		}
+		err := p.panicked(p.stages.name(id), v)
+		w.stats.stage(id, true)
+		w.stageDone(&keep, id, t0, timed, err)
+		if w.handedOff {
+			w.stats.local.edges.add(uint8(id), w.parkedIn, -1)
+			return // a parker has the request and will resume it
+		}
+		r.Next, r.Err = nil, err
+		w.stats.local.edges.add(uint8(id), nodeFailed, -1)
+		w.finish(r)
+	}()
+	if r.from >= firstBatchNode && r.from < nodeIn && p.obs != nil {
+		p.obs.Observe(Event{Kind: Resumed, Request: r.id(), Group: r.group.id, Ctx: r.Ctx, Err: r.Err,
+			Batch: p.batchName(r.from)})
+	}
+	lastTime := int64(-1) // time spent in the last stage, if timed
+	for r.Err == nil && r.Next != nil {
+		if err := r.Ctx.Err(); err != nil {
+			r.Err = err
+			break
+		}
+		stage := r.Next
+		sid := p.stages.id(codeOf(stage))
+		if p.cfg.dag && sid != otherStage {
+			if r.visited&(1<<sid) != 0 {
+				r.Err = p.cycleError(sid, &r.trail)
+				break
+			}
+			r.visited |= 1 << sid
+			r.trail.push(sid)
+			keep.visited, keep.trail = r.visited, r.trail
+		}
+		w.stats.local.edges.add(r.from, uint8(sid), lastTime)
+		r.from = uint8(sid)
+		keep.from = r.from
+		r.Next = nil // a stage that sets nothing finishes the request
+		w.call++
+		w.handedOff = false
+		r.worker, r.call = w, w.call
+		id = sid
+		if timed {
+			t0 = clock()
+		}
+		if w.chain == nil {
+			r = stage(r)
+		} else {
+			w.curStage, w.curName = stage, p.stages.name(sid)
+			r = w.chain(r)
+		}
+		id = -1
+		lastTime = w.stageDone(&keep, sid, t0, timed, r.Err)
+		w.stats.stage(sid, r.Err != nil && !w.handedOff)
+		if w.handedOff {
+			// Whatever the stage returned: a parker has the request now.
+			w.stats.local.edges.add(uint8(sid), w.parkedIn, lastTime)
+			return
+		}
+		r.worker = nil
+		if r.group == nil || r.Ctx == nil {
+			r.adopt(&keep)
+		}
+	}
+	end := uint8(nodeDone)
+	if r.Err != nil {
+		end = nodeFailed
+	}
+	w.stats.local.edges.add(r.from, end, lastTime)
+	w.finish(r)
+}
+
+// stageDone records the end of a stage run that began at t0 (if timed),
+// tells the observer, and returns the run's time (-1 if not timed). r is
+// the request as the stage got it: what it returned may be anything.
+func (w *worker[T]) stageDone(r *Request[T], id int, t0 int64, timed bool, err error) int64 {
+	d := int64(-1)
+	if timed {
+		d = clock() - t0
+		w.stats.stageTime(id, d)
+	}
+	if obs := w.p.obs; obs != nil {
+		ev := Event{Kind: StageDone, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
+			Stage: w.p.stages.name(id), Duration: nanos(d), Err: err}
+		if w.handedOff {
+			ev.Err = nil
+		}
+		obs.Observe(ev)
+		if w.handedOff {
+			obs.Observe(Event{Kind: Parked, Request: ev.Request, Group: ev.Group, Ctx: r.Ctx,
+				Stage: ev.Stage, Batch: w.p.batchName(w.parkedIn)})
+		}
+	}
+	return d
+}
+
+// adopt gives r, a Request made by a stage, the context and bookkeeping
+// of the request the stage was given.
+func (r *Request[T]) adopt(orig *Request[T]) {
+	if r.Ctx == nil {
+		r.Ctx = orig.Ctx
+	}
+	r.group, r.seq, r.from, r.queued, r.started = orig.group, orig.seq, orig.from, orig.queued, orig.started
+	r.visited, r.trail = orig.visited, orig.trail
+}
+
+// finish counts r and hands it to its group.
+func (w *worker[T]) finish(r Request[T]) {
+	var running int64 = -1
+	if r.started != 0 {
+		running = clock() - r.started
+	}
+	w.stats.finished(r.Err != nil, running)
+	if obs := w.p.obs; obs != nil {
+		obs.Observe(Event{Kind: RequestDone, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
+			Duration: nanos(running), Err: r.Err})
+	}
+	w.p.deliver(r)
+}
+
+// nanos converts a clock difference to a Duration; negative (not timed)
+// becomes 0.
+func nanos(d int64) time.Duration { return time.Duration(max(d, 0)) }
+
+// errGoexit is the panic value recorded for a stage that called
+// runtime.Goexit.
+var errGoexit = errors.New("statepipe: stage called runtime.Goexit")
+
+func (p *Pipelines[T]) panicked(stage string, v any) *PanicError {
+	err := &PanicError{Stage: stage, Value: v, Stack: debug.Stack()}
+	p.log.Error("statepipe: recovered panic", "stage", stage, "panic", v)
+	return err
+}
+
+func (p *Pipelines[T]) cycleError(id int, t *trail) *CycleError {
+	ids := t.path()
+	path := make([]string, len(ids))
+	for i, v := range ids {
+		path[i] = p.stages.name(v)
+	}
+	return &CycleError{Stage: p.stages.name(id), Path: path}
+}
