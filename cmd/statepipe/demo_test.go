@@ -206,6 +206,8 @@ func TestDemoOneRowPerFile(t *testing.T) {
 		`batcher "sqlite"`,
 		"flushes ",
 		"stages discovered (p.Stages()): Start, Committed, Hash, ParseGo, ReadOther, Store",
+		"the stage graph as run",
+		"Store -->|", "sqlite -->|", "Committed -->|",
 		"the packages with the most functions",
 	} {
 		if !strings.Contains(s, want) {

@@ -26,6 +26,7 @@ type demoResult struct {
 	stats     statepipe.Stats
 	batch     statepipe.BatchStats
 	stages    []string
+	graph     statepipe.Graph
 	pipelines int
 	top       []packageRow
 }
@@ -130,7 +131,7 @@ func loadWithPipelines(e env, cfg demoConfig, t *tree) (*demoResult, error) {
 	prog.finish()
 
 	res.ok, res.failed = ok.Load(), failed.Load()
-	res.stats, res.batch, res.stages = p.Stats(), m.batch.Stats(), p.Stages()
+	res.stats, res.batch, res.stages, res.graph = p.Stats(), m.batch.Stats(), p.Stages(), p.Graph()
 	res.interrupted = e.stop.Err() != nil && res.ok < int64(t.total)
 	status := "complete"
 	if res.interrupted {

@@ -130,7 +130,9 @@ func round(d time.Duration) time.Duration {
 		return d.Round(100 * time.Millisecond)
 	case d >= time.Millisecond:
 		return d.Round(time.Millisecond)
-	default:
+	case d >= time.Microsecond:
 		return d.Round(time.Microsecond)
+	default:
+		return d // 420ns, not 0s
 	}
 }

@@ -34,9 +34,9 @@ func printSummary(w io.Writer, cfg demoConfig, t *tree, r *demoResult) {
 	kv.flush()
 
 	kv.row("")
-	kv.row("stages (p.Stats())\t%8s %8s", "runs", "errors")
+	kv.row("stages (p.Stats())\t%8s %8s %10s %10s", "runs", "errors", "p50", "p99")
 	for _, s := range r.stats.Stages {
-		kv.row("  %s\t%8d %8d", s.Name, s.Runs, s.Errors)
+		kv.row("  %s\t%8d %8d %10v %10v", s.Name, s.Runs, s.Errors, round(s.P50()), round(s.P99()))
 	}
 	kv.row("  queue time\t%s\t(from Submit until a worker picks the file up)", durations(r.stats.QueueTime))
 	kv.row("  run time\t%s\t(from pick-up until out, time parked in a batch included)", durations(r.stats.RunTime))
@@ -56,6 +56,11 @@ func printSummary(w io.Writer, cfg demoConfig, t *tree, r *demoResult) {
 	kv.row("")
 	kv.row("stages discovered (p.Stages()): %s", strings.Join(r.stages, ", "))
 	kv.flush()
+
+	fmt.Fprintf(w, "\nthe stage graph as run (p.Graph().Mermaid(); paste it into any Mermaid viewer):\n\n")
+	for _, l := range strings.Split(strings.TrimSpace(r.graph.Mermaid()), "\n") {
+		fmt.Fprintf(w, "  %s\n", l)
+	}
 
 	fmt.Fprintf(w, "\nthe packages with the most functions, read back from %s:\n\n", r.db)
 	for _, l := range strings.Split(strings.ReplaceAll(topPackagesQuery, "?", "10"), "\n") {
