@@ -53,6 +53,19 @@
 // requests count as in flight, so a slow bulk service pushes back on
 // Submit.
 //
+// # Observability
+//
+// [Pipelines.Stats] counts requests, per-stage runs and errors with latency
+// histograms ([Histogram], p50/p90/p99), open groups and batchers
+// ([Batcher.Stats]: flushes by reason, fill, parked time).
+// [Pipelines.Graph] is the machine as run: its stages and batchers and
+// every transition taken, with counts and mean latencies, rendered by
+// [Graph.Mermaid] and [Graph.DOT]. [WithObserver] receives every event
+// (request start and end, stage runs, park and resume, flushes, panics)
+// for tracing and metrics; the contrib modules adapt both to Prometheus
+// and OpenTelemetry. [WithLogger] logs start, close and recovered panics,
+// never per request.
+//
 // # Cost
 //
 // The engine allocates nothing per request. Naming the next stage with a
@@ -60,7 +73,8 @@
 // closure per transition, in user code; make stage values once in the
 // constructor (m.approve = m.Approve) and assign those to avoid it (see
 // [Stage]). Statistics ([Pipelines.Stats]) are counted per worker and cost
-// no atomic operation per request. A Batcher allocates per batch, not per
+// no atomic operation per request; times are measured on every 8th
+// request, since a clock reading costs more than a transition. A Batcher allocates per batch, not per
 // request, and watches a member's context only if that context can end.
 //
 // # Shutdown

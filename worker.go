@@ -161,7 +161,10 @@ func (w *worker[T]) run(r Request[T]) {
 			r = w.chain(r)
 		}
 		id = -1
-		lastTime = w.stageDone(&keep, sid, t0, timed, r.Err)
+		lastTime = -1
+		if timed || p.obs != nil {
+			lastTime = w.stageDone(&keep, sid, t0, timed, r.Err)
+		}
 		w.stats.stage(sid, r.Err != nil && !w.handedOff)
 		if w.handedOff {
 			// Whatever the stage returned: a parker has the request now.
