@@ -218,8 +218,10 @@ func (r *Request[T]) adopt(orig *Request[T]) {
 	r.visited, r.trail = orig.visited, orig.trail
 }
 
-// finish counts r and hands it to its group.
+// finish counts r and hands it to its group. Next is nil on every request
+// out, also one that failed with Next set.
 func (w *worker[T]) finish(r Request[T]) {
+	r.Next = nil
 	var running int64 = -1
 	if r.started != 0 {
 		running = clock() - r.started
