@@ -147,8 +147,8 @@ func (g *Group[T]) buffered() int64 { return int64(len(g.out)) }
 func (g *Group[T]) hasRoom() bool { return g.pending.count()+g.buffered() < g.limit }
 
 // Out returns the channel of finished requests: each with Err nil, or the
-// error that stopped it, and Next nil. It is closed after Close (of the group or of the
-// Pipelines) once the last result is in it.
+// error that stopped it, and Next nil. It is closed after Close (of the
+// group or of the Pipelines) once the last result is in it.
 func (g *Group[T]) Out() <-chan Request[T] { return g.out }
 
 // Close marks the end of the group's input: Submit returns ErrClosed from
