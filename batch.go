@@ -233,13 +233,15 @@ func (b *Batcher[T]) dispatch() {
 	defer b.wg.Done()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	var cancelled []member[T]
 	for {
 		b.mu.Lock()
 		wait := b.lingerDue(time.Now())
 		for len(b.ready) > 0 && b.running < b.cfg.maxFlushes {
 			bt := b.ready[0]
 			b.ready = b.ready[1:]
-			members := b.take(bt)
+			var members []member[T]
+			members, cancelled = b.take(bt, cancelled)
 			if len(members) == 0 { // every member was cancelled
 				continue
 			}
@@ -248,6 +250,11 @@ func (b *Batcher[T]) dispatch() {
 			go b.run(bt, members)
 		}
 		b.mu.Unlock()
+		for _, m := range cancelled { // outside the lock: resume calls the observer
+			b.resume(m)
+		}
+		clear(cancelled)
+		cancelled = cancelled[:0]
 		if wait > 0 {
 			timer.Reset(wait)
 		}
@@ -281,59 +288,70 @@ func (b *Batcher[T]) lingerDue(now time.Time) time.Duration {
 }
 
 // take stops watching the members of bt and returns those whose
-// cancellation did not win: a member whose watcher already fired is left
-// to it. b.mu is held.
-func (b *Batcher[T]) take(bt *batch[T]) []member[T] {
-	kept := bt.members[:0]
+// cancellation did not win. A member whose watcher has already fired is
+// failed with its context's error and appended to cancelled, for the
+// caller to resume once b.mu is released. b.mu is held.
+func (b *Batcher[T]) take(bt *batch[T], cancelled []member[T]) (kept, _ []member[T]) {
+	kept = bt.members[:0]
 	for _, m := range bt.members {
 		if m.stop != nil && m.stop() {
 			b.wg.Done() // the watcher will never run
 		} else if m.stop != nil {
 			// The watcher has fired and waits for b.mu; it will find the
-			// batch closed and leave the member to us, so fail it here.
+			// batch taken and leave the member to us.
 			m.r.Err = m.r.Ctx.Err()
 			b.counters.cancelled++
 			b.counters.parkedFor(time.Since(m.parked))
-			b.p.resume(m.r)
+			cancelled = append(cancelled, m)
 			continue
 		}
 		kept = append(kept, m)
 	}
 	bt.members = nil
-	return kept
+	return kept, cancelled
 }
 
 // cancel takes a member whose context ended out of its pending batch and
 // sends it out with the context's error, without waiting for the flush.
 func (b *Batcher[T]) cancel(bt *batch[T], id uint64) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	m, ok := b.remove(bt, id)
+	b.mu.Unlock()
+	if ok { // outside the lock: resume calls the observer
+		b.resume(m)
+	}
+}
+
+// remove takes member id out of bt, unless bt was taken for a flush (take
+// has then seen the watcher fire and fails the member itself), and fails
+// it with its context's error. b.mu is held.
+func (b *Batcher[T]) remove(bt *batch[T], id uint64) (member[T], bool) {
 	if bt.closed && bt.members == nil {
-		return // taken for a flush: take has seen this watcher fire
+		return member[T]{}, false
 	}
-	for i, m := range bt.members {
-		if m.id == id {
-			bt.members = append(bt.members[:i], bt.members[i+1:]...)
-			bt.bytes -= m.size
-			switch {
-			case len(bt.members) > 0:
-			case !bt.closed:
-				// Retire the emptied batch: the next request for its key
-				// starts a new one, with its own place in b.lingers.
-				bt.closed = true
-				b.index.del(bt)
-			default:
-				// Waiting for a flush slot with nothing left to flush: a
-				// ready batch would hold back idle flushes (engineIdle).
-				b.ready = slices.DeleteFunc(b.ready, func(x *batch[T]) bool { return x == bt })
-			}
-			m.r.Err = m.r.Ctx.Err()
-			b.counters.cancelled++
-			b.counters.parkedFor(time.Since(m.parked))
-			b.p.resume(m.r)
-			return
-		}
+	i := slices.IndexFunc(bt.members, func(m member[T]) bool { return m.id == id })
+	if i < 0 {
+		return member[T]{}, false
 	}
+	m := bt.members[i]
+	bt.members = slices.Delete(bt.members, i, i+1)
+	bt.bytes -= m.size
+	switch {
+	case len(bt.members) > 0:
+	case !bt.closed:
+		// Retire the emptied batch: the next request for its key starts
+		// a new one, with its own place in b.lingers.
+		bt.closed = true
+		b.index.del(bt)
+	default:
+		// Waiting for a flush slot with nothing left to flush: a ready
+		// batch would hold back idle flushes (engineIdle).
+		b.ready = slices.DeleteFunc(b.ready, func(x *batch[T]) bool { return x == bt })
+	}
+	m.r.Err = m.r.Ctx.Err()
+	b.counters.cancelled++
+	b.counters.parkedFor(time.Since(m.parked))
+	return m, true
 }
 
 // run calls flush for one batch and resumes its members.
@@ -377,9 +395,18 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 	b.running--
 	b.mu.Unlock()
 	for _, m := range members {
-		b.p.resume(m.r)
+		b.resume(m)
 	}
 	b.signal()
+}
+
+// resume sends a member on to the workers, telling the observer.
+func (b *Batcher[T]) resume(m member[T]) {
+	if obs := b.p.obs; obs != nil {
+		obs.Observe(Event{Kind: Resumed, Request: m.r.id(), Group: m.r.group.id, Ctx: m.r.Ctx,
+			Batch: b.cfg.name, Duration: time.Since(m.parked), Err: m.r.Err})
+	}
+	b.p.resume(m.r)
 }
 
 // call runs flush, turning a panic into the error of every member.

@@ -122,10 +122,6 @@ func (w *worker[T]) run(r Request[T]) {
 		w.stats.local.edges.add(uint8(id), nodeFailed, -1)
 		w.finish(r)
 	}()
-	if r.from >= firstBatchNode && r.from < nodeIn && p.obs != nil {
-		p.obs.Observe(Event{Kind: Resumed, Request: r.id(), Group: r.group.id, Ctx: r.Ctx, Err: r.Err,
-			Batch: p.batchName(r.from)})
-	}
 	lastTime := int64(-1) // time spent in the last stage, if timed
 	for r.Err == nil && r.Next != nil {
 		if err := r.Ctx.Err(); err != nil {
