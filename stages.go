@@ -1,6 +1,7 @@
 package statepipe
 
 import (
+	"fmt"
 	"reflect"
 	"runtime"
 	"slices"
@@ -116,14 +117,20 @@ func (ix *stageIndex) learn(code uintptr) int {
 			return k.id
 		}
 	}
-	name := ix.funcName(code)
+	// Only a method value of the machine's own type is one of its
+	// discovered stages; any other function gets an id of its own, so
+	// that two functions never share one (WithDAG would see a cycle).
+	name, own := ix.funcName(code)
 	names := old.names[:len(old.names):len(old.names)]
-	id := slices.Index(names, name)
+	id := -1
+	if own {
+		id = slices.Index(names[:ix.discovered], name)
+	}
 	switch {
 	case id >= 0:
 	case len(names) < otherStage:
 		id = len(names)
-		names = append(names, name)
+		names = append(names, uniqueName(names, name))
 	default: // out of ids: share the last one
 		id = otherStage
 		if len(names) == otherStage {
@@ -141,16 +148,16 @@ func (ix *stageIndex) name(id int) string { return ix.table.Load().names[id] }
 // names returns the names of every id in use.
 func (ix *stageIndex) names() []string { return ix.table.Load().names }
 
-// funcName turns the runtime name of a function into a stage name. A
-// method value of the machine's own type (or of a type it embeds),
-// "pkg.(*Machine).Validate-fm", becomes "Validate", the name discovery
-// gave it. A method of another type keeps its type, "Sub.Validate", so that it never shares an id with
-// a stage of the machine; anything else (a closure, a plain function)
-// keeps its name after the package path, "Machine.Start.func1".
-func (ix *stageIndex) funcName(code uintptr) string {
+// funcName turns the runtime name of a function into a stage name, and
+// reports whether it is a method value of the machine's own type (or of a
+// type it embeds): "pkg.(*Machine).Validate-fm" is "Validate", the name
+// discovery gave it. A method of another type keeps its type,
+// "Sub.Validate"; anything else (a closure, a plain function) keeps its
+// name after the package path, "Machine.Start.func1".
+func (ix *stageIndex) funcName(code uintptr) (name string, own bool) {
 	f := runtime.FuncForPC(code)
 	if f == nil {
-		return "(unknown)"
+		return "(unknown)", false
 	}
 	full := f.Name()
 	method, isMethodValue := strings.CutSuffix(full, "-fm")
@@ -158,19 +165,30 @@ func (ix *stageIndex) funcName(code uintptr) string {
 	slash := strings.LastIndexByte(full, '/') + 1
 	dot := strings.IndexByte(full[slash:], '.')
 	if dot < 0 {
-		return full[slash:]
+		return full[slash:], false
 	}
 	pkg, rest := full[:slash+dot], full[slash+dot+1:]
 	if !isMethodValue {
-		return rest
+		return rest, false
 	}
 	rest = rest[:len(rest)-len("-fm")]
 	recv, name := rest[:strings.LastIndexByte(rest, '.')+1], method[strings.LastIndexByte(method, '.')+1:]
 	typ := baseName(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(recv, "."), "(*"), ")"))
 	if ix.own[pkg+"."+typ] {
-		return name
+		return name, true
 	}
-	return typ + "." + name
+	return typ + "." + name, false
+}
+
+// uniqueName returns name, or name#2, name#3... if names has it already:
+// distinct functions can share a name (instances of a generic type, or
+// functions of two packages).
+func uniqueName(names []string, name string) string {
+	unique := name
+	for n := 2; slices.Contains(names, unique); n++ {
+		unique = fmt.Sprintf("%s#%d", name, n)
+	}
+	return unique
 }
 
 // baseName strips type arguments: "Machine[int]" and "Machine[...]" are
