@@ -71,7 +71,13 @@ func WithDAG() Option {
 // (admitted by Submit and not yet handed to their group's output), and each
 // group holds at most its own bound (default n, see [MaxInFlight]) admitted
 // and not yet received from Out. Parked requests count as inside. Submit
-// blocks while a bound is reached. The default is 1024; n must be between
+// blocks while a bound is reached.
+//
+// So one group never holds more than n admitted and not yet received, and
+// the machine never more than n. Results waiting in output buffers are
+// bounded per group, not across groups: a global bound on them would let
+// one group whose consumer stopped reading block every other group's
+// Submit. Many groups that may stall should set a small MaxInFlight. The default is 1024; n must be between
 // 1 and 1<<20, since the input queue (and each group's output buffer) is
 // allocated at its bound up front.
 func WithMaxInFlight(n int) Option {
