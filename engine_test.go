@@ -863,14 +863,7 @@ func TestPanicInStage(t *testing.T) {
 	p := etNew[int](t, m, WithWorkers(1))
 	g := p.NewGroup(Ordered())
 	const n = 30
-	go func() {
-		for i := range n {
-			if err := g.Submit(context.Background(), i); err != nil {
-				t.Error(err)
-			}
-		}
-		g.Close()
-	}()
+	go etSubmitRange(t, g, n)
 	res := etDrainWithin(t, g, 10*time.Second)
 	if len(res) != n {
 		t.Fatalf("%d results, want %d", len(res), n)
@@ -957,14 +950,7 @@ func TestPanicInMiddleware(t *testing.T) {
 	p := etNew[int](t, m, WithWorkers(1), WithMiddleware(mw))
 	g := p.NewGroup(Ordered())
 	const n = 15
-	go func() {
-		for i := range n {
-			if err := g.Submit(context.Background(), i); err != nil {
-				t.Error(err)
-			}
-		}
-		g.Close()
-	}()
+	go etSubmitRange(t, g, n)
 	res := etDrainWithin(t, g, 10*time.Second)
 	if len(res) != n {
 		t.Fatalf("%d results, want %d", len(res), n)

@@ -180,3 +180,14 @@ func etHandOff[T any](r *Request[T]) {
 		panic(err)
 	}
 }
+
+// etSubmitRange submits 0..n-1 to g in order, then closes g; run it in a
+// goroutine of its own.
+func etSubmitRange(t testing.TB, g *Group[int], n int) {
+	for i := range n {
+		if err := g.Submit(context.Background(), i); err != nil {
+			t.Error(err)
+		}
+	}
+	g.Close()
+}

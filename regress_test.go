@@ -82,20 +82,7 @@ func rgNew(t *testing.T, m StateMachine[int], opts ...Option) *Pipelines[int] {
 // request that never comes out fails the test instead of hanging it.
 func rgDrain(t *testing.T, g *Group[int]) []Request[int] {
 	t.Helper()
-	var out []Request[int]
-	timeout := time.After(1000 * time.Hour)
-	for {
-		select {
-		case r, ok := <-g.Out():
-			if !ok {
-				return out
-			}
-			out = append(out, r)
-		case <-timeout:
-			t.Errorf("Out not closed: a request never came out (%d results so far)", len(out))
-			return out
-		}
-	}
+	return etDrainWithin(t, g, 1000*time.Hour)
 }
 
 // rgOnce checks that every id in want came out exactly once and nothing
