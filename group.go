@@ -95,7 +95,7 @@ func (g *Group[T]) Submit(ctx context.Context, data T) error {
 	// which the ordered release relies on.
 	seq := g.submitted.Add(1) - 1
 	r := Request[T]{Ctx: ctx, Data: data, Next: g.p.start, group: g, seq: seq, from: nodeIn}
-	if seq%timingSample == 0 || g.p.obs != nil {
+	if timed(seq) || g.p.obs != nil {
 		r.queued = clock() // this one is timed; see Stats
 	}
 	g.p.in <- r // never blocks: in has room for every request inside

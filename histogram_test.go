@@ -58,3 +58,26 @@ func TestStageLatencyInStats(t *testing.T) {
 		t.Errorf("batchers %+v", s.Batchers)
 	}
 }
+
+// The timed sample is one submission position in timingSample, spread
+// evenly whatever the routing: every 10th position, say, is timed about as
+// often as the rest.
+func TestTimedSampleIsEven(t *testing.T) {
+	const n = 80_000
+	all, tenth := 0, 0
+	for seq := range uint64(n) {
+		if timed(seq) {
+			all++
+			if seq%10 == 0 {
+				tenth++
+			}
+		}
+	}
+	want := n / timingSample
+	if all < want*95/100 || all > want*105/100 {
+		t.Errorf("%d of %d timed, want about %d", all, n, want)
+	}
+	if w := want / 10; tenth < w*80/100 || tenth > w*120/100 {
+		t.Errorf("%d of every 10th position timed, want about %d", tenth, w)
+	}
+}

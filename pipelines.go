@@ -34,11 +34,12 @@ type Pipelines[T any] struct {
 	exited  atomic.Int32 // workers gone after Close
 	wg      sync.WaitGroup
 
-	mu       sync.Mutex
-	groups   map[*Group[T]]struct{}   // open groups, closed by Close
-	groupIDs atomic.Uint64            // the last group id given
-	parkers  atomic.Pointer[[]parker] // copy on write, read when idle; index i is graph node firstBatchNode+i
-	once     sync.Once
+	mu              sync.Mutex
+	groups          map[*Group[T]]struct{}   // open groups, closed by Close
+	groupIDs        atomic.Uint64            // the last group id given
+	closedSubmitted uint64                   // requests submitted to groups gone from groups
+	parkers         atomic.Pointer[[]parker] // copy on write, read when idle; index i is graph node firstBatchNode+i
+	once            sync.Once
 }
 
 // parker holds parked requests on behalf of the engine: a Batcher. The
@@ -189,6 +190,7 @@ func (p *Pipelines[T]) register(g *Group[T]) bool {
 func (p *Pipelines[T]) unregister(g *Group[T]) {
 	p.mu.Lock()
 	delete(p.groups, g)
+	p.closedSubmitted += g.submitted.Load() // final: g takes no more
 	p.mu.Unlock()
 }
 
@@ -202,7 +204,19 @@ func (p *Pipelines[T]) deliver(r Request[T]) {
 
 // timingSample is how many requests of a group share one timed request:
 // a clock reading costs 20-50ns, more than the rest of a transition.
-const timingSample = 8
+const (
+	timingSampleBits = 3
+	timingSample     = 1 << timingSampleBits
+)
+
+// timed picks about one submission position in timingSample, by a hash of
+// the position, so that routing by submission order (every 10th item
+// takes another path) does not bias which stages get timed.
+func timed(seq uint64) bool {
+	// Multiplying by 2^64/φ spreads consecutive positions evenly; the top
+	// bits are zero for one position in timingSample.
+	return (seq*0x9E3779B97F4A7C15)>>(64-timingSampleBits) == 0
+}
 
 // epoch anchors clock readings; time.Since uses the monotonic clock.
 var epoch = time.Now()

@@ -35,6 +35,7 @@ type Stats struct {
 // Durations summarises observed durations.
 type Durations struct {
 	Count         uint64
+	Sum           time.Duration // of all of them: exporters derive rates from it
 	Min, Avg, Max time.Duration
 }
 
@@ -82,14 +83,16 @@ func (p *Pipelines[T]) Stats() Stats {
 		Stages:    make([]StageStats, len(names)),
 	}
 	s.Running = max(0, s.Workers-int(p.idle.Load())-int(p.exited.Load()))
-	s.Submitted = s.Completed + s.Failed + uint64(s.InFlight)
 	for i, n := range names {
 		st := &c.stages[i]
 		s.Stages[i] = StageStats{Name: n, Runs: st.runs, Errors: st.errs, Latency: st.latency}
 	}
 	p.mu.Lock()
+	s.Submitted = p.closedSubmitted
 	for g := range p.groups {
-		s.Groups = append(s.Groups, g.stats())
+		gs := g.stats()
+		s.Submitted += gs.Submitted
+		s.Groups = append(s.Groups, gs)
 	}
 	p.mu.Unlock()
 	slices.SortFunc(s.Groups, func(a, b GroupStats) int { return cmp.Compare(a.ID, b.ID) })
@@ -236,6 +239,7 @@ func (t *localTiming) durations() Durations {
 	}
 	return Durations{
 		Count: uint64(t.count),
+		Sum:   time.Duration(t.sum),
 		Min:   time.Duration(t.min),
 		Avg:   time.Duration(t.sum / t.count),
 		Max:   time.Duration(t.max),
