@@ -49,6 +49,10 @@ type Batcher[T any] struct {
 	counters batchCounters
 	nextID   uint64 // identifies members for their cancellation watchers
 
+	// Slices of flushed batches, kept for the next ones.
+	spareMembers [][]member[T]
+	spareReqs    [][]Request[T]
+
 	wake chan struct{} // wakes the dispatcher; holds one pending wake-up
 	quit chan struct{} // closed to stop the dispatcher
 	wg   sync.WaitGroup
@@ -71,8 +75,8 @@ const maxPresize = 4096
 type member[T any] struct {
 	r      Request[T]
 	id     uint64
-	size   int // of its data, for MaxBytes
-	parked time.Time
+	size   int         // of its data, for MaxBytes
+	parked int64       // clock reading when it was added
 	stop   func() bool // stops the cancellation watcher; nil if none
 }
 
@@ -128,7 +132,6 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		return r
 	}
 	p := r.group.p
-	now := time.Now()
 	size := 0
 	if b.size != nil {
 		size = b.size(r.Data) // user code: outside the lock
@@ -160,13 +163,16 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	if err := r.handOff(b.node); err != nil {
 		panic("statepipe: handOff failed after its checks") // unreachable
 	}
+	// The monotonic clock alone: half the cost of time.Now, which Add
+	// needs only for a new batch's linger deadline.
+	now := clock()
 	if len(bt.members) == 0 {
-		bt.first = now
+		bt.first = time.Now()
 		b.lingers = append(b.lingers, bt)
 		b.signal() // a new deadline for the dispatcher's timer
 	}
 	if bt.members == nil && b.size == nil {
-		bt.members = make([]member[T], 0, min(b.cfg.maxItems, maxPresize))
+		bt.members = b.spareMemberSlice()
 	}
 	bt.members = append(bt.members, member[T]{r: r, id: id, parked: now, size: size, stop: stop})
 	bt.bytes += size
@@ -180,6 +186,17 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		b.close(bt, FlushLinger)
 	}
 	return Request[T]{}
+}
+
+// spareMemberSlice returns an empty slice for a new batch's members, room
+// for MaxItems reserved. b.mu is held.
+func (b *Batcher[T]) spareMemberSlice() []member[T] {
+	if n := len(b.spareMembers); n > 0 {
+		s := b.spareMembers[n-1]
+		b.spareMembers = b.spareMembers[:n-1]
+		return s
+	}
+	return make([]member[T], 0, min(b.cfg.maxItems, maxPresize))
 }
 
 // bind attaches b to p on first use and starts its dispatcher, which p
@@ -301,7 +318,7 @@ func (b *Batcher[T]) take(bt *batch[T], cancelled []member[T]) (kept, _ []member
 			// batch taken and leave the member to us.
 			m.r.Err = m.r.Ctx.Err()
 			b.counters.cancelled++
-			b.counters.parkedFor(time.Since(m.parked))
+			b.counters.parkedFor(clock() - m.parked)
 			cancelled = append(cancelled, m)
 			continue
 		}
@@ -350,21 +367,23 @@ func (b *Batcher[T]) remove(bt *batch[T], id uint64) (member[T], bool) {
 	}
 	m.r.Err = m.r.Ctx.Err()
 	b.counters.cancelled++
-	b.counters.parkedFor(time.Since(m.parked))
+	b.counters.parkedFor(clock() - m.parked)
 	return m, true
 }
 
-// run calls flush for one batch and resumes its members.
+// run calls flush for one batch and sends its members on: to their next
+// stage, or, if they have none (or failed), straight out, without another
+// trip through the workers' queue.
 func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 	defer b.wg.Done()
-	reqs := make([]Request[T], len(members))
+	reqs := b.spareRequests(len(members))
 	for i, m := range members {
 		reqs[i] = m.r
 	}
 	ctx := context.Background()
 	start := time.Now()
 	err := b.call(ctx, reqs)
-	end := time.Now()
+	end, endClock := time.Now(), clock()
 	failed := 0
 	for i, m := range members {
 		// Only the fields flush may set are taken back: the rest is
@@ -390,23 +409,71 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 	b.mu.Lock()
 	b.counters.flushed(bt.reason, len(members), failed, end.Sub(start))
 	for _, m := range members {
-		b.counters.parkedFor(end.Sub(m.parked))
+		b.counters.parkedFor(endClock - m.parked)
 	}
 	b.running--
+	lastFlush := b.running == 0 && len(b.ready) == 0
 	b.mu.Unlock()
+
+	var tally outTally
 	for _, m := range members {
-		b.resume(m)
+		if m.r.Next == nil || m.r.Err != nil {
+			b.observeResumed(m)
+			tally.add(b.p.out(m.r))
+		} else {
+			b.resume(m)
+		}
 	}
+	b.p.countOut(b.node, &tally)
+	if lastFlush && tally.n == len(members) && b.p.idleNow() {
+		// Nothing went back to the workers, so none will become idle
+		// again: a batch that gathered during this flush is flushed
+		// here rather than left to linger.
+		b.engineIdle()
+	}
+	b.recycle(members, reqs)
 	b.signal()
 }
 
-// resume sends a member on to the workers, telling the observer.
+// resume sends a member on to the workers.
 func (b *Batcher[T]) resume(m member[T]) {
+	b.observeResumed(m)
+	b.p.resume(m.r)
+}
+
+func (b *Batcher[T]) observeResumed(m member[T]) {
 	if obs := b.p.obs; obs != nil {
 		obs.Observe(Event{Kind: Resumed, Request: m.r.id(), Group: m.r.group.id, Ctx: m.r.Ctx,
-			Batch: b.cfg.name, Duration: time.Since(m.parked), Err: m.r.Err})
+			Batch: b.cfg.name, Duration: nanos(clock() - m.parked), Err: m.r.Err})
 	}
-	b.p.resume(m.r)
+}
+
+// spareRequests returns a slice of n requests for a flush, reused from an
+// earlier flush when it can be: flush owns it only during the call.
+func (b *Batcher[T]) spareRequests(n int) []Request[T] {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i, s := range b.spareReqs {
+		if cap(s) >= n {
+			b.spareReqs = slices.Delete(b.spareReqs, i, i+1)
+			return s[:n]
+		}
+	}
+	return make([]Request[T], n)
+}
+
+// recycle keeps a flushed batch's slices for later batches, at most a few.
+func (b *Batcher[T]) recycle(members []member[T], reqs []Request[T]) {
+	clear(members[:cap(members)]) // drop the references: the requests are out
+	clear(reqs[:cap(reqs)])
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.spareMembers) <= b.cfg.maxFlushes {
+		b.spareMembers = append(b.spareMembers, members[:0])
+	}
+	if len(b.spareReqs) <= b.cfg.maxFlushes {
+		b.spareReqs = append(b.spareReqs, reqs[:0])
+	}
 }
 
 // call runs flush, turning a panic into the error of every member.

@@ -80,8 +80,9 @@ func (c *batchCounters) flushed(reason FlushReason, items, failed int, took time
 	c.flush.observe(int64(took))
 }
 
-func (c *batchCounters) parkedFor(d time.Duration) {
-	c.park.observe(int64(d))
+// parkedFor records a member's park time, in nanoseconds.
+func (c *batchCounters) parkedFor(ns int64) {
+	c.park.observe(ns)
 }
 
 // batchIndex finds the pending batch a request joins.

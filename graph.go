@@ -63,12 +63,9 @@ type GraphEdge struct {
 // Graph returns the stages found at New and the transitions observed so
 // far, with the same freshness as Stats.
 func (p *Pipelines[T]) Graph() Graph {
-	var edges edgeCounts
-	for _, w := range p.workers {
-		w.stats.mu.Lock()
-		edges.merge(&w.stats.pub.edges)
-		w.stats.mu.Unlock()
-	}
+	var c counts
+	p.collect(&c)
+	edges := &c.edges
 	stats := p.Stats()
 	var g Graph
 	name := func(node uint8) string {

@@ -35,11 +35,17 @@ type Pipelines[T any] struct {
 	wg      sync.WaitGroup
 
 	mu              sync.Mutex
-	groups          map[*Group[T]]struct{}   // open groups, closed by Close
-	groupIDs        atomic.Uint64            // the last group id given
-	closedSubmitted uint64                   // requests submitted to groups gone from groups
-	parkers         atomic.Pointer[[]parker] // copy on write, read when idle; index i is graph node firstBatchNode+i
-	once            sync.Once
+	groups          map[*Group[T]]struct{} // open groups, closed by Close
+	groupIDs        atomic.Uint64          // the last group id given
+	closedSubmitted uint64                 // requests submitted to groups gone from groups
+
+	// Counts of the requests batchers finished themselves (see outTally).
+	outside struct {
+		mu sync.Mutex
+		c  counts
+	}
+	parkers atomic.Pointer[[]parker] // copy on write, read when idle; index i is graph node firstBatchNode+i
+	once    sync.Once
 }
 
 // parker holds parked requests on behalf of the engine: a Batcher. The
@@ -167,6 +173,11 @@ func (p *Pipelines[T]) addParker(pk parker) (node uint8, closing bool) {
 		p.parkers.Store(&grown)
 	}
 	return uint8(firstBatchNode + min(i, maxBatchers-1)), p.life.closed()
+}
+
+// idleNow reports whether every worker waits and nothing is queued.
+func (p *Pipelines[T]) idleNow() bool {
+	return int(p.idle.Load()) == len(p.workers) && len(p.in) == 0
 }
 
 // resume hands a request taken with handOff back to the workers, which

@@ -66,11 +66,7 @@ type GroupStats struct {
 // also after Close.
 func (p *Pipelines[T]) Stats() Stats {
 	var c counts
-	for _, w := range p.workers {
-		w.stats.mu.Lock()
-		c.merge(&w.stats.pub)
-		w.stats.mu.Unlock()
-	}
+	p.collect(&c)
 	names := p.stages.names()
 	s := Stats{
 		Completed: c.completed,
@@ -102,6 +98,61 @@ func (p *Pipelines[T]) Stats() Stats {
 		s.Batchers = append(s.Batchers, bs)
 	}
 	return s
+}
+
+// collect adds every published count to c: the workers', and those of
+// requests finished by batchers.
+func (p *Pipelines[T]) collect(c *counts) {
+	for _, w := range p.workers {
+		w.stats.mu.Lock()
+		c.merge(&w.stats.pub)
+		w.stats.mu.Unlock()
+	}
+	p.outside.mu.Lock()
+	c.merge(&p.outside.c)
+	p.outside.mu.Unlock()
+}
+
+// outTally counts the requests a batcher finished itself after a flush.
+type outTally struct {
+	n                 int
+	completed, failed uint64
+	running           localTiming
+}
+
+func (t *outTally) add(failed bool, running int64) {
+	if t.n == 0 {
+		t.running.reset()
+	}
+	t.n++
+	if failed {
+		t.failed++
+	} else {
+		t.completed++
+	}
+	if running >= 0 {
+		t.running.observe(running)
+	}
+}
+
+// countOut adds a batcher's tally of requests it finished to the stats,
+// with their edges from its graph node.
+func (p *Pipelines[T]) countOut(node uint8, t *outTally) {
+	if t.n == 0 {
+		return
+	}
+	p.outside.mu.Lock()
+	defer p.outside.mu.Unlock()
+	c := &p.outside.c
+	c.completed += t.completed
+	c.failed += t.failed
+	c.running.merge(&t.running)
+	if t.completed > 0 {
+		c.edges.data(node, nodeDone).count += t.completed
+	}
+	if t.failed > 0 {
+		c.edges.data(node, nodeFailed).count += t.failed
+	}
 }
 
 // workerStats are one worker's counters. The worker counts in local, which

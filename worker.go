@@ -214,20 +214,28 @@ func (r *Request[T]) adopt(orig *Request[T]) {
 	r.visited, r.trail = orig.visited, orig.trail
 }
 
-// finish counts r and hands it to its group. Next is nil on every request
-// out, also one that failed with Next set.
+// finish counts r and hands it to its group.
 func (w *worker[T]) finish(r Request[T]) {
+	w.stats.finished(w.p.out(r))
+}
+
+// out hands a finished request to its group, on whatever goroutine
+// finishes it, and returns what the caller counts: whether it failed, and
+// its running time (-1 if not timed). Next is nil on every request out,
+// also one that failed with Next set.
+func (p *Pipelines[T]) out(r Request[T]) (failed bool, running int64) {
 	r.Next = nil
-	var running int64 = -1
+	running = -1
 	if r.started != 0 {
 		running = clock() - r.started
 	}
-	w.stats.finished(r.Err != nil, running)
-	if obs := w.p.obs; obs != nil {
-		obs.Observe(Event{Kind: RequestDone, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
+	if p.obs != nil {
+		p.obs.Observe(Event{Kind: RequestDone, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
 			Duration: nanos(running), Err: r.Err})
 	}
-	w.p.deliver(r)
+	failed = r.Err != nil
+	p.deliver(r)
+	return failed, running
 }
 
 // nanos converts a clock difference to a Duration; negative (not timed)

@@ -1,0 +1,100 @@
+package statepipe
+
+import (
+	"context"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// finalBatch parks every request in a batcher that is its last step: after
+// the flush, requests have no next stage and the flush goroutine finishes
+// them itself.
+type finalBatch struct{ bulk *Batcher[int] }
+
+func (m *finalBatch) Start(r Request[int]) Request[int] { return m.bulk.Add(r) }
+func (m *finalBatch) Close()                            {}
+
+func TestBatchFinishesFinalRequests(t *testing.T) {
+	m := &finalBatch{}
+	m.bulk = NewBatcher(func(_ context.Context, b []Request[int]) error {
+		for i := range b {
+			if b[i].Data%5 == 0 {
+				b[i].Err = context.Canceled // any error: these fail
+			}
+			b[i].Data *= 2
+		}
+		return nil
+	}, BatchName("final"), MaxItems(10))
+	p, err := New[int](m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := p.NewGroup()
+	const n = 100
+	go etSubmitRange(t, g, n)
+	seen := map[int]bool{}
+	for r := range g.Out() {
+		if seen[r.Data] {
+			t.Fatalf("%d came out twice", r.Data)
+		}
+		seen[r.Data] = true
+		if want := r.Data%10 == 0; (r.Err != nil) != want || r.Next != nil {
+			t.Errorf("request %d: err %v, next set %v", r.Data, r.Err, r.Next != nil)
+		}
+	}
+	p.Close()
+	if len(seen) != n {
+		t.Fatalf("%d of %d came out", len(seen), n)
+	}
+	s := p.Stats()
+	if s.Completed != 80 || s.Failed != 20 || s.Submitted != n {
+		t.Errorf("stats: %d completed, %d failed, %d submitted; want 80, 20, 100", s.Completed, s.Failed, s.Submitted)
+	}
+	edges := map[string]uint64{}
+	for _, e := range p.Graph().Edges {
+		edges[e.From+"->"+e.To] = e.Count
+	}
+	if edges["final->(done)"] != 80 || edges["final->(failed)"] != 20 || edges["Start->final"] != n {
+		t.Errorf("edges %v", edges)
+	}
+}
+
+// A batch that gathers while a flush runs is flushed when that flush ends,
+// even if the flush sends nothing back to the workers (which would
+// otherwise be what tells the batcher the engine is idle).
+func TestBatchGatheredDuringFinalFlushDoesNotLinger(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &finalBatch{}
+		var calls []time.Duration
+		start := time.Now()
+		m.bulk = NewBatcher(func(context.Context, []Request[int]) error {
+			calls = append(calls, time.Since(start))
+			time.Sleep(10 * time.Millisecond)
+			return nil
+		}, MaxWait(time.Hour))
+		p, err := New[int](m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := p.NewGroup()
+		if err := g.Submit(context.Background(), 1); err != nil { // flushed at once: nothing else runs
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+		if err := g.Submit(context.Background(), 2); err != nil { // gathers while the first flush runs
+			t.Fatal(err)
+		}
+		for range 2 {
+			<-g.Out()
+		}
+		if elapsed := time.Since(start); elapsed != 20*time.Millisecond {
+			t.Errorf("both out after %v, want 20ms (the second flush right after the first)", elapsed)
+		}
+		if len(calls) != 2 || calls[1] != 10*time.Millisecond {
+			t.Errorf("flush calls at %v, want [0s 10ms]", calls)
+		}
+		g.Close()
+		p.Close()
+	})
+}
