@@ -415,15 +415,20 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 	lastFlush := b.running == 0 && len(b.ready) == 0
 	b.mu.Unlock()
 
+	// Members with nowhere to go are delivered together, in reqs (free
+	// again now that flush has returned); the rest go back to the workers.
 	var tally outTally
+	done := reqs[:0]
 	for _, m := range members {
 		if m.r.Next == nil || m.r.Err != nil {
 			b.observeResumed(m)
-			tally.add(b.p.out(m.r))
+			tally.add(b.p.leaving(&m.r))
+			done = append(done, m.r)
 		} else {
 			b.resume(m)
 		}
 	}
+	b.p.deliver(done...)
 	b.p.countOut(b.node, &tally)
 	if lastFlush && tally.n == len(members) && b.p.idleNow() {
 		// Nothing went back to the workers, so none will become idle

@@ -162,27 +162,32 @@ func (g *Group[T]) Close() {
 	})
 }
 
-// deliver puts a finished request into out: at once, or for an ordered
+// deliver puts finished requests into out: at once, or for an ordered
 // group once every earlier submission is out. out has room: at most limit
-// requests are admitted and not yet received.
-func (g *Group[T]) deliver(r Request[T]) {
+// requests are admitted and not yet received. The count of pending
+// requests drops once for all of them, after the last is in out.
+func (g *Group[T]) deliver(rs ...Request[T]) {
+	released := int64(len(rs))
 	if !g.ordered {
-		g.out <- r
-		g.pending.done(1)
-		g.room.signal()
-		return
+		for i := range rs {
+			g.out <- rs[i]
+		}
+	} else {
+		released = 0
+		g.mu.Lock()
+		n := uint64(len(g.ring))
+		for i := range rs {
+			seq := rs[i].seq
+			g.ring[seq%n], g.ready[seq%n] = rs[i], true
+		}
+		for i := g.next % n; g.ready[i]; i = g.next % n {
+			g.out <- g.ring[i]
+			g.ring[i], g.ready[i] = Request[T]{}, false
+			g.next++
+			released++
+		}
+		g.mu.Unlock()
 	}
-	g.mu.Lock()
-	n := uint64(len(g.ring))
-	g.ring[r.seq%n], g.ready[r.seq%n] = r, true
-	released := int64(0)
-	for i := g.next % n; g.ready[i]; i = g.next % n {
-		g.out <- g.ring[i]
-		g.ring[i], g.ready[i] = Request[T]{}, false
-		g.next++
-		released++
-	}
-	g.mu.Unlock()
 	if released > 0 {
 		g.pending.done(released)
 		g.room.signal()

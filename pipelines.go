@@ -205,11 +205,21 @@ func (p *Pipelines[T]) unregister(g *Group[T]) {
 	p.mu.Unlock()
 }
 
-// deliver hands a finished request to its group's output and frees its
-// place in the machine.
-func (p *Pipelines[T]) deliver(r Request[T]) {
-	r.group.deliver(r)
-	p.life.done(1)
+// deliver hands finished requests to their groups' outputs and frees their
+// places in the machine.
+func (p *Pipelines[T]) deliver(rs ...Request[T]) {
+	if len(rs) == 0 {
+		return // life.done(0) on a drained, closed count would drain it twice
+	}
+	for i := 0; i < len(rs); {
+		g, j := rs[i].group, i+1
+		for j < len(rs) && rs[j].group == g {
+			j++
+		}
+		g.deliver(rs[i:j]...) // one count update per run of one group
+		i = j
+	}
+	p.life.done(int64(len(rs)))
 	p.room.signal()
 }
 

@@ -216,14 +216,16 @@ func (r *Request[T]) adopt(orig *Request[T]) {
 
 // finish counts r and hands it to its group.
 func (w *worker[T]) finish(r Request[T]) {
-	w.stats.finished(w.p.out(r))
+	failed, running := w.p.leaving(&r)
+	w.p.deliver(r)
+	w.stats.finished(failed, running)
 }
 
-// out hands a finished request to its group, on whatever goroutine
+// leaving readies a finished request to go out, on whatever goroutine
 // finishes it, and returns what the caller counts: whether it failed, and
 // its running time (-1 if not timed). Next is nil on every request out,
 // also one that failed with Next set.
-func (p *Pipelines[T]) out(r Request[T]) (failed bool, running int64) {
+func (p *Pipelines[T]) leaving(r *Request[T]) (failed bool, running int64) {
 	r.Next = nil
 	running = -1
 	if r.started != 0 {
@@ -233,9 +235,7 @@ func (p *Pipelines[T]) out(r Request[T]) (failed bool, running int64) {
 		p.obs.Observe(Event{Kind: RequestDone, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
 			Duration: nanos(running), Err: r.Err})
 	}
-	failed = r.Err != nil
-	p.deliver(r)
-	return failed, running
+	return r.Err != nil, running
 }
 
 // nanos converts a clock difference to a Duration; negative (not timed)
