@@ -11,19 +11,21 @@ type Request[T any] struct {
 	Next Stage[T]        // the stage to run next; nil finishes the request
 
 	// Bookkeeping owned by the engine; a stage copies it along untouched.
+	// The small fields come last, packed together.
 	group   *Group[T]
 	seq     uint64 // submission position in its group: its id, and its order
-	from    uint8  // the graph node it comes from: nodeIn, a stage or a batcher
 	queued  int64  // clock reading at Submit
 	started int64  // clock reading when a worker first picked it up
 	visited uint64 // stage ids run so far, for WithDAG
-	trail   trail  // the last stages run, for CycleError
 
 	// The worker running the stage that holds the request, and which of
 	// its stage calls this is: a parker checks both before taking the
 	// request, so that only the running stage can hand it over, once.
 	worker *worker[T]
-	call   uint64
+	call   uint32
+
+	trail trail // the last stages run, for CycleError
+	from  uint8 // the graph node it comes from: nodeIn, a stage or a batcher
 }
 
 // Stage is one step of a state machine. It sets r.Next to the stage to run

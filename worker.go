@@ -12,7 +12,7 @@ type worker[T any] struct {
 	p     *Pipelines[T]
 	stats workerStats
 
-	call      uint64 // counts stage calls; see Request.handOff
+	call      uint32 // counts stage calls (wrapping); see Request.handOff
 	handedOff bool   // the current stage handed its request to a parker
 	parkedIn  uint8  // and the parker's graph node
 
