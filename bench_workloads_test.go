@@ -307,6 +307,14 @@ const (
 )
 
 func BenchmarkW4(b *testing.B) {
+	// default: each group's output buffer has the default bound, 1,024
+	// requests, allocated with the group. bounded-groups: groups of 100
+	// requests given a bound to match, as the docs advise for many groups.
+	b.Run("default", func(b *testing.B) { benchW4(b) })
+	b.Run("bounded-groups", func(b *testing.B) { benchW4(b, MaxInFlight(128)) })
+}
+
+func benchW4(b *testing.B, opts ...GroupOption) {
 	p, err := New[item](newW1Machine())
 	if err != nil {
 		b.Fatal(err)
@@ -318,7 +326,7 @@ func BenchmarkW4(b *testing.B) {
 		for range w4Submitters {
 			submitters.Go(func() {
 				for next.Add(1) <= w4Groups {
-					g := p.NewGroup()
+					g := p.NewGroup(opts...)
 					drainers.Go(func() {
 						for r := range g.Out() {
 							if r.Data.n != 4 {
