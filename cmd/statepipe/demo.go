@@ -30,6 +30,11 @@ callers of one service would. Store parks files in a Batcher, which writes
 them with multi-row INSERTs, one transaction per flush; Committed runs after
 the write.
 
+With --workers N, the same machine runs in N worker processes that share
+the files through NATS JetStream (an embedded server, on this machine):
+the workers read, parse and hash; one collector in this process writes
+the rows to SQLite in batches. Kill a worker and its files go to another.
+
 Running it again replaces the previous data (in one transaction). Ctrl-C
 stops taking new files and commits those in flight; a second Ctrl-C leaves
 what is not yet written. Either way the database holds whole batches only.
@@ -38,14 +43,16 @@ Flags:
 `
 
 type demoConfig struct {
-	src       string
-	db        string
-	pipelines int
-	batch     int
-	linger    time.Duration
-	ordered   bool
-	baseline  bool
-	tick      time.Duration // between plain progress lines
+	src        string
+	db         string
+	pipelines  int
+	batch      int
+	linger     time.Duration
+	ordered    bool
+	baseline   bool
+	workers    int           // > 0: the distributed mode, with this many worker processes
+	killWorker bool          // with workers: SIGKILL worker 1 a third of the way through
+	tick       time.Duration // between plain progress lines
 
 	afterFlush func(id int64) // tests: called after each committed flush
 }
@@ -69,6 +76,8 @@ func parseDemoFlags(args []string, stdout io.Writer) (demoConfig, error) {
 	fs.DurationVar(&c.linger, "linger", 20*time.Millisecond, "a batch waits at most `D` after its first row for more:\nthe Batcher's MaxWait")
 	fs.BoolVar(&c.ordered, "ordered", false, "release each group's results in submission order\n(a slow file holds back the ones submitted after it)")
 	fs.BoolVar(&c.baseline, "baseline", false, "also run the same job the naive way (one goroutine,\none autocommit INSERT per row) into a second database,\nand compare")
+	fs.IntVar(&c.workers, "workers", 0, "run the machine in `N` worker processes that share the\nfiles through NATS JetStream; one collector writes SQLite")
+	fs.BoolVar(&c.killWorker, "kill-worker", false, "with --workers: kill worker 1 (SIGKILL) a third of the way\nthrough, to see its files redelivered to the others")
 	fs.Usage = func() {}
 	pos, err := parseFlags(fs, "demo", args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -93,6 +102,12 @@ func parseDemoFlags(args []string, stdout io.Writer) (demoConfig, error) {
 		return bad("--linger must be between 0 and %v, got %v", maxLinger, c.linger)
 	case c.db == "":
 		return bad("--db must name a file")
+	case c.workers < 0 || c.workers > maxWorkers:
+		return bad("--workers must be between 1 and %d, got %d", maxWorkers, c.workers)
+	case c.killWorker && c.workers < 2:
+		return bad("--kill-worker needs --workers 2 or more")
+	case c.workers > 0 && (c.baseline || c.ordered):
+		return bad("--workers cannot be combined with --baseline or --ordered")
 	}
 	return c, nil
 }
@@ -219,6 +234,9 @@ func runDemo(e env, cfg demoConfig) error {
 	}
 	for _, s := range t.skipped {
 		fmt.Fprintf(e.stderr, "statepipe: skipped unreadable %s\n", s)
+	}
+	if cfg.workers > 0 {
+		return runDistributed(e, cfg, t)
 	}
 	res, err := loadWithPipelines(e, cfg, t)
 	if res != nil {

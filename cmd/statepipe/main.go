@@ -2,6 +2,7 @@
 // and starts new pipelines.
 //
 //	statepipe demo [flags]        load Go's source tree into SQLite through a state machine
+//	statepipe demo --workers N    the same in N processes sharing the files through NATS JetStream
 //	statepipe new NAME [--dir D]  generate a ready-to-run pipeline package
 //
 // Run "statepipe demo --help" or "statepipe new --help" for the flags.
@@ -31,7 +32,9 @@ const usage = `statepipe runs the statepipe demo, or starts a new pipeline.
 Usage:
   statepipe demo [flags]        load Go's source tree into an SQLite database
                                 through a statepipe state machine, and show
-                                what happened
+                                what happened; with --workers N, in N worker
+                                processes that share the files through an
+                                embedded NATS JetStream server
   statepipe new NAME [--dir D]  generate a ready-to-run pipeline package
   statepipe help [COMMAND]      show this help, or a command's
 
@@ -77,6 +80,8 @@ func run(args []string, e env) int {
 		err = demoCommand(rest, e)
 	case "new":
 		err = newCommand(rest, e)
+	case workerCommandName: // hidden: a worker process of demo --workers
+		err = demoWorkerCommand(rest, e)
 	case "help", "-h", "-help", "--help":
 		if len(rest) > 0 && rest[0] != "help" {
 			return run([]string{rest[0], "--help"}, e)

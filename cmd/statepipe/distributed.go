@@ -1,0 +1,384 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/statepipe/statepipe"
+	spjs "github.com/statepipe/statepipe/connect/jetstream"
+	"github.com/statepipe/statepipe/connect/jetstream/embedded"
+)
+
+// The distributed demo (statepipe demo --workers N):
+//
+//	this process                         worker processes (statepipe demo-worker)
+//	walk ─ publish ⇢ FILES ⇢ ───────────▶ Source ─ Start ─ ParseGo|ReadOther ─ Hash ─ Sink
+//	                                                                                   │
+//	SQLite ◀─ Store ⇢ bulk INSERT ◀─ Source ◀ RESULTS (one row per file, de-duplicated) ◀┘
+//
+// The workers run the demo's machine up to Store; the collector, in this
+// process, runs the same machine from Store on: its Batcher writes the rows
+// in multi-row INSERTs, one transaction per flush. SQLite is one file with
+// one writer, so one collector writes it; the workers need nothing but the
+// NATS server and the source tree, so they could run on other machines.
+// Every message is acked only after its work is stored (the row published
+// to RESULTS for a file, the row committed for a result), so a worker that
+// dies loses nothing: its files are redelivered to the others, and the
+// results stream keeps one row per file (Nats-Msg-Id).
+
+// Subjects, streams and consumers of the distributed demo.
+const (
+	filesStream     = "FILES"
+	filesSubject    = "statepipe.demo.files"
+	rowsStream      = "RESULTS"
+	rowsSubject     = "statepipe.demo.results"
+	deadStream      = "DEAD"
+	deadSubject     = "statepipe.demo.dead"
+	workersConsumer = "workers"
+	collectConsumer = "collector"
+
+	workerCommandName = "demo-worker"
+	maxWorkers        = 64
+	workerInFlight    = 256 // per worker process
+
+	// workerAckWait is how soon a dead worker's files go to another; a
+	// live worker reports slow files in progress every third of it.
+	workerAckWait = 3 * time.Second
+)
+
+// workerReport is what a worker process prints when it ends.
+type workerReport struct {
+	ID    int
+	Pid   int
+	Stats spjs.SourceStats
+	Lost  bool `json:"-"` // the worker ended without a report: killed
+}
+
+func runDistributed(e env, cfg demoConfig, t *tree) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("cannot find this program to start workers: %w", err)
+	}
+	st, err := openStore(context.Background(), cfg.db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.reset(context.Background(), fmt.Sprintf("statepipe, %d workers", cfg.workers), t.root, t.total); err != nil {
+		return fmt.Errorf("cannot prepare database %s: %w", cfg.db, err)
+	}
+
+	storeDir, err := os.MkdirTemp("", "statepipe-nats-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(storeDir)
+	url, shutdown, err := embedded.Start(storeDir)
+	if err != nil {
+		return err
+	}
+	defer shutdown()
+	nc, err := nats.Connect(url, nats.Name("statepipe demo"))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	files, results, err := setUpStreams(ctx, js, cfg.workers)
+	if err != nil {
+		return err
+	}
+
+	start := time.Now()
+	if err := publishFiles(ctx, js, t); err != nil {
+		return err
+	}
+
+	// The collector: the demo's machine from Store on, fed by RESULTS.
+	m := newETL(t.root, st, cfg.afterFlush, statepipe.MaxItems(cfg.batch), statepipe.MaxWait(cfg.linger), statepipe.BatchName("sqlite"))
+	inFlight := max(1024, 2*cfg.batch)
+	p, err := statepipe.New[File](m,
+		statepipe.WithPipelines(cfg.pipelines),
+		statepipe.WithMaxInFlight(inFlight),
+		statepipe.WithMiddleware(func(stage string, r statepipe.Request[File], next statepipe.Stage[File]) statepipe.Request[File] {
+			if stage == "Start" {
+				r.Next = m.store // a worker did the rest
+				return r
+			}
+			return next(r)
+		}))
+	if err != nil {
+		return err
+	}
+	collector := &spjs.Source[File]{
+		Consumer: results, JetStream: js, Decode: decodeFile, MaxInFlight: inFlight, DeadLetter: deadSubject,
+		FetchWait: 200 * time.Millisecond,
+	}
+	collectCtx, stopCollector := context.WithCancel(ctx)
+	defer stopCollector()
+	collected := make(chan error, 1)
+	go func() { collected <- collector.Run(collectCtx, p) }()
+
+	workers, err := startDemoWorkers(e, exe, url, t.root, cfg)
+	if err != nil {
+		stopCollector()
+		<-collected
+		p.Close()
+		return err
+	}
+	fmt.Fprintf(e.stderr, "statepipe: %d workers on %s share %d files\n", len(workers), url, t.total)
+	dead := func() int64 { return int64(streamLen(js, deadStream)) }
+	prog := startProgress(e.stderr, e.tty, cfg.tick, "demo", int64(t.total), func() int64 {
+		return int64(collector.Stats().Acked)
+	})
+
+	// Wait until every file is a committed row or a dead letter, or for
+	// Ctrl-C.
+	tick := time.NewTicker(20 * time.Millisecond)
+	interrupted, killed := false, false
+wait:
+	for {
+		select {
+		case <-tick.C:
+			done := int64(collector.Stats().Acked)
+			if done+dead() >= int64(t.total) {
+				break wait
+			}
+			if cfg.killWorker && !killed && done >= int64(t.total)/3 {
+				killed = true
+				_ = workers[0].cmd.Process.Kill()
+				fmt.Fprintf(e.stderr, "\nstatepipe: killed worker 1 (SIGKILL) with %d of %d files committed; its files go to the others after AckWait (%v)\n",
+					done, t.total, workerAckWait)
+			}
+		case <-e.stop.Done():
+			interrupted = true
+			break wait
+		case err := <-collected:
+			tick.Stop()
+			prog.finish()
+			stopWorkers(workers)
+			p.Close()
+			return fmt.Errorf("collector: %w", err)
+		}
+	}
+	tick.Stop()
+	elapsed := time.Since(start)
+	reports := stopWorkers(workers)
+	// The collector stores what the workers published before they stopped.
+	var published uint64
+	for _, r := range reports {
+		published += r.Stats.Published - r.Stats.Duplicates
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if s := collector.Stats(); s.Acked+s.DeadLettered >= published {
+			break
+		}
+	}
+	stopCollector()
+	cerr := <-collected
+	p.Close()
+	prog.finish()
+	if cerr != nil {
+		return fmt.Errorf("collector: %w", cerr)
+	}
+
+	status := "complete"
+	if interrupted {
+		status = "interrupted"
+	}
+	if err := st.finishRun(status); err != nil {
+		return fmt.Errorf("cannot record the run in %s: %w", cfg.db, err)
+	}
+	rows, batches, err := st.counts(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot read back %s: %w", cfg.db, err)
+	}
+	top, err := st.topPackages(ctx, 5)
+	if err != nil {
+		return fmt.Errorf("cannot query %s: %w", cfg.db, err)
+	}
+	info, _ := files.Info(ctx)
+	printDistributed(e.stdout, distributedResult{
+		cfg: cfg, tree: t, url: url, elapsed: elapsed, rows: rows, batches: batches, dead: dead(),
+		workers: reports, collector: collector.Stats(), batch: m.batch.Stats(), top: top, filesInfo: info,
+	})
+	if interrupted {
+		return fmt.Errorf("%w: %d of %d files committed to %s; the database is consistent",
+			errInterrupted, rows, t.total, cfg.db)
+	}
+	if rows != int64(t.total) {
+		return fmt.Errorf("%d of %d files committed; %d dead letters", rows, t.total, dead())
+	}
+	return nil
+}
+
+// setUpStreams makes the demo's streams and consumers on a new server.
+func setUpStreams(ctx context.Context, js jetstream.JetStream, workers int) (files, results jetstream.Consumer, err error) {
+	for _, sc := range []jetstream.StreamConfig{
+		{Name: filesStream, Subjects: []string{filesSubject}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage},
+		// One row per file: a redelivered file's row is dropped as a duplicate.
+		{Name: rowsStream, Subjects: []string{rowsSubject}, Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage,
+			Duplicates: 30 * time.Minute},
+		{Name: deadStream, Subjects: []string{deadSubject}, Storage: jetstream.FileStorage},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, nil, fmt.Errorf("cannot create stream %s: %w", sc.Name, err)
+		}
+	}
+	cc := jetstream.ConsumerConfig{
+		Durable:       workersConsumer,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       workerAckWait,
+		MaxDeliver:    5,
+		MaxAckPending: workers * workerInFlight,
+	}
+	if files, err = js.CreateOrUpdateConsumer(ctx, filesStream, cc); err != nil {
+		return nil, nil, fmt.Errorf("cannot create consumer: %w", err)
+	}
+	cc.Durable, cc.MaxAckPending = collectConsumer, 100_000
+	if results, err = js.CreateOrUpdateConsumer(ctx, rowsStream, cc); err != nil {
+		return nil, nil, fmt.Errorf("cannot create consumer: %w", err)
+	}
+	return files, results, nil
+}
+
+// publishFiles publishes one message per file: its path and group.
+func publishFiles(ctx context.Context, js jetstream.JetStream, t *tree) error {
+	for _, top := range t.tops {
+		for _, path := range t.files[top] {
+			b, err := json.Marshal(File{Path: path, Top: top})
+			if err != nil {
+				return err
+			}
+			if _, err := js.PublishAsync(filesSubject, b); err != nil {
+				return fmt.Errorf("cannot publish the files: %w", err)
+			}
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+		return nil
+	case <-time.After(time.Minute):
+		return errors.New("cannot publish the files: no ack from the server in a minute")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func decodeFile(b []byte) (File, error) {
+	var f File
+	err := json.Unmarshal(b, &f)
+	if err == nil && f.Path == "" {
+		err = errors.New("no path")
+	}
+	return f, err
+}
+
+func encodeFile(f File) ([]byte, error) { return json.Marshal(f) }
+
+// demoWorker is a worker process of the distributed demo.
+type demoWorker struct {
+	id     int
+	cmd    *exec.Cmd
+	stdin  io.Closer // closing it asks the worker to drain and stop
+	report chan workerReport
+}
+
+// startDemoWorkers starts the worker processes and waits until each is
+// ready. A worker's stdin is a pipe from this process: when it closes (we
+// stop it, or die), the worker drains and exits.
+func startDemoWorkers(e env, exe, url, root string, cfg demoConfig) ([]*demoWorker, error) {
+	pipelines := max(1, cfg.pipelines/cfg.workers)
+	var ws []*demoWorker
+	for i := range cfg.workers {
+		cmd := exec.Command(exe, workerCommandName, "--nats", url, "--src", root,
+			"--id", fmt.Sprint(i+1), "--pipelines", fmt.Sprint(pipelines))
+		cmd.Stderr = e.stderr
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return ws, err
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return ws, err
+		}
+		if err := cmd.Start(); err != nil {
+			stopWorkers(ws)
+			return nil, fmt.Errorf("cannot start worker %d: %w", i+1, err)
+		}
+		w := &demoWorker{id: i + 1, cmd: cmd, stdin: stdin, report: make(chan workerReport, 1)}
+		ready := make(chan struct{})
+		go func() {
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				line := sc.Text()
+				if line == "ready" {
+					close(ready)
+					continue
+				}
+				if js, ok := strings.CutPrefix(line, "report "); ok {
+					var r workerReport
+					if json.Unmarshal([]byte(js), &r) == nil {
+						w.report <- r
+					}
+				}
+			}
+			close(w.report)
+		}()
+		ws = append(ws, w)
+		select {
+		case <-ready:
+		case <-time.After(30 * time.Second):
+			stopWorkers(ws)
+			return nil, fmt.Errorf("worker %d not ready after 30s", i+1)
+		}
+	}
+	return ws, nil
+}
+
+// stopWorkers asks every worker to drain and waits for their reports.
+func stopWorkers(ws []*demoWorker) []workerReport {
+	for _, w := range ws {
+		w.stdin.Close()
+	}
+	reports := make([]workerReport, len(ws))
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		wg.Go(func() {
+			r, ok := <-w.report
+			if !ok {
+				r = workerReport{ID: w.id, Pid: w.cmd.Process.Pid, Lost: true}
+			}
+			reports[i] = r
+			_ = w.cmd.Wait()
+		})
+	}
+	wg.Wait()
+	return reports
+}
+
+// streamLen returns the messages a stream holds, or 0 if it cannot tell.
+func streamLen(js jetstream.JetStream, name string) uint64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return 0
+	}
+	return s.CachedInfo().State.Msgs
+}

@@ -1,0 +1,114 @@
+package jetstream_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/statepipe/statepipe"
+	spjs "github.com/statepipe/statepipe/connect/jetstream"
+	"github.com/statepipe/statepipe/connect/jetstream/embedded"
+)
+
+// Square squares numbers; a negative one is a permanent failure.
+type Square struct{}
+
+func (Square) Start(r statepipe.Request[int]) statepipe.Request[int] {
+	if r.Data < 0 {
+		r.Err = spjs.Permanent(fmt.Errorf("%d is negative", r.Data))
+		return r
+	}
+	r.Data *= r.Data
+	return r
+}
+
+func (Square) Close() {}
+
+// A Source feeds a JetStream consumer into a pipeline, publishes each
+// result through its Sink, and dead-letters what fails for good. Every
+// process that runs the same code on the same consumer shares the work.
+func ExampleSource() {
+	dir, _ := os.MkdirTemp("", "statepipe-example")
+	defer os.RemoveAll(dir)
+	url, shutdown, err := embedded.Start(dir) // in production: your NATS cluster's URL
+	if err != nil {
+		panic(err)
+	}
+	defer shutdown()
+	nc, _ := nats.Connect(url)
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	for _, s := range []jetstream.StreamConfig{
+		{Name: "NUMBERS", Subjects: []string{"numbers"}, Retention: jetstream.WorkQueuePolicy},
+		{Name: "SQUARES", Subjects: []string{"squares"}, Duplicates: 10 * time.Minute},
+		{Name: "DEAD", Subjects: []string{"numbers.dead"}},
+	} {
+		if _, err := js.CreateOrUpdateStream(ctx, s); err != nil {
+			panic(err)
+		}
+	}
+	cons, _ := js.CreateOrUpdateConsumer(ctx, "NUMBERS", jetstream.ConsumerConfig{
+		Durable: "squarers", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: 5,
+	})
+	for _, n := range []string{"1", "2", "3", "-4", "five"} {
+		_, _ = js.Publish(ctx, "numbers", []byte(n))
+	}
+
+	p, _ := statepipe.New[int](Square{})
+	src := &spjs.Source[int]{
+		Consumer:   cons,
+		JetStream:  js,
+		Decode:     func(b []byte) (int, error) { return strconv.Atoi(string(b)) },
+		DeadLetter: "numbers.dead",
+		Sink: &spjs.Sink[int]{Subject: "squares", Encode: func(n int) ([]byte, error) {
+			return []byte(strconv.Itoa(n)), nil
+		}},
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error)
+	go func() { done <- src.Run(runCtx, p) }()
+	for src.Stats().Acked+src.Stats().DeadLettered < 5 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		panic(err)
+	}
+	p.Close()
+
+	fmt.Println("squares:", bodies(js, "SQUARES"))
+	fmt.Println("dead letters:", bodies(js, "DEAD"))
+	s := src.Stats()
+	fmt.Printf("acked %d, dead-lettered %d (%d did not decode)\n", s.Acked, s.DeadLettered, s.DecodeFailed)
+	// Output:
+	// squares: [1 4 9]
+	// dead letters: [-4 five]
+	// acked 3, dead-lettered 2 (1 did not decode)
+}
+
+// bodies returns the bodies of a stream's messages, sorted.
+func bodies(js jetstream.JetStream, stream string) []string {
+	ctx := context.Background()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		panic(err)
+	}
+	c, _ := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	var out []string
+	for range s.CachedInfo().State.Msgs {
+		m, err := c.Next()
+		if err != nil {
+			panic(errors.Join(errors.New(stream), err))
+		}
+		out = append(out, string(m.Data()))
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,211 @@
+package jetstream_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/statepipe/statepipe"
+	spjs "github.com/statepipe/statepipe/connect/jetstream"
+)
+
+// The test binary doubles as the worker of the multi-process tests: run
+// with workerEnv set, it is a worker process instead (see workerMain).
+const workerEnv = "STATEPIPE_JETSTREAM_WORKER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(workerEnv) != "" {
+		os.Exit(workerMain())
+	}
+	os.Exit(m.Run())
+}
+
+// workerSpec configures a worker process, passed as JSON in workerEnv.
+type workerSpec struct {
+	URL         string
+	MaxInFlight int
+	MaxItems    int           // the Batcher's
+	FlushSleep  time.Duration // each flush sleeps this long: a remote bulk call
+	Work        int           // rounds of CPU work per request
+	Gate        string        // if set, Run starts on the first message to this subject
+}
+
+// workerMain is a worker process: it runs a Source on the consumer
+// "workers" of JOBS with the tests' machine and a Sink to "results", until
+// SIGTERM; then it drains and prints its stats as JSON on stdout.
+func workerMain() int {
+	var spec workerSpec
+	if err := json.Unmarshal([]byte(os.Getenv(workerEnv)), &spec); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := runWorker(ctx, spec, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		return 1
+	}
+	return 0
+}
+
+func runWorker(ctx context.Context, spec workerSpec, out io.Writer) error {
+	nc, err := nats.Connect(spec.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	cons, err := js.Consumer(ctx, jobsStream, consumerName)
+	if err != nil {
+		return err
+	}
+	m := newMachine(spec.MaxItems, spec.FlushSleep)
+	m.work = spec.Work
+	p, err := statepipe.New[Job](m)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	src := &spjs.Source[Job]{
+		Consumer: cons, JetStream: js, Decode: decodeJob, MaxInFlight: spec.MaxInFlight,
+		FetchWait: 200 * time.Millisecond,
+		Sink:      &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob},
+	}
+	if spec.Gate != "" {
+		gate, err := nc.SubscribeSync(spec.Gate)
+		if err != nil {
+			return err
+		}
+		if err := nc.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(out, "ready")
+		if _, err := gate.NextMsgWithContext(ctx); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(out, "ready")
+	}
+	if err := src.Run(ctx, p); err != nil {
+		return err
+	}
+	b, err := json.Marshal(src.Stats())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "stats %s\n", b)
+	return nil
+}
+
+// worker is a worker process started by a test.
+type worker struct {
+	cmd   *exec.Cmd
+	lines chan string // its stdout, line by line; closed at its end
+}
+
+// startWorkers starts n worker processes and waits until each is ready.
+func startWorkers(t testing.TB, n int, spec workerSpec) []*worker {
+	t.Helper()
+	b, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := make([]*worker, n)
+	for i := range ws {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), workerEnv+"="+string(b))
+		cmd.Stderr = &prefixWriter{t: t, prefix: "worker " + strconv.Itoa(i) + ": "}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w := &worker{cmd: cmd, lines: make(chan string, 16)}
+		go func() {
+			defer close(w.lines)
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				w.lines <- sc.Text()
+			}
+		}()
+		ws[i] = w
+		t.Cleanup(func() {
+			if cmd.ProcessState == nil {
+				_ = cmd.Process.Kill()
+				_ = cmd.Wait()
+			}
+		})
+	}
+	for i, w := range ws {
+		select {
+		case l := <-w.lines:
+			if l != "ready" {
+				t.Fatalf("worker %d: %q, want ready", i, l)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("worker %d not ready after 30s", i)
+		}
+	}
+	return ws
+}
+
+// stop ends the worker with SIGTERM and returns its stats.
+func (w *worker) stop(t testing.TB) spjs.SourceStats {
+	t.Helper()
+	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var stats spjs.SourceStats
+	for l := range w.lines {
+		if js, ok := strings.CutPrefix(l, "stats "); ok {
+			if err := json.Unmarshal([]byte(js), &stats); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.cmd.Wait(); err != nil {
+		t.Fatalf("worker: %v", err)
+	}
+	return stats
+}
+
+// kill ends the worker with SIGKILL: no drain, no acks.
+func (w *worker) kill(t testing.TB) {
+	t.Helper()
+	if err := w.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for range w.lines {
+	}
+	_ = w.cmd.Wait()
+}
+
+// prefixWriter logs a worker's stderr through the test.
+type prefixWriter struct {
+	t      testing.TB
+	prefix string
+}
+
+func (p *prefixWriter) Write(b []byte) (int, error) {
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		p.t.Log(p.prefix + l)
+	}
+	return len(b), nil
+}
