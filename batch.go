@@ -507,7 +507,7 @@ func (b *Batcher[T]) engineIdle() {
 	if b.closing {
 		reason = FlushShutdown
 	}
-	if len(b.lingers) == 0 || (b.running > 0 || len(b.ready) > 0) && !b.closing {
+	if len(b.lingers) == 0 || (b.cfg.noIdle || b.running > 0 || len(b.ready) > 0) && !b.closing {
 		b.mu.Unlock()
 		return
 	}

@@ -98,3 +98,37 @@ func TestBatchGatheredDuringFinalFlushDoesNotLinger(t *testing.T) {
 		p.Close()
 	})
 }
+
+// With NoIdleFlush a lone request waits for MaxWait instead of leaving at
+// once; Close still flushes what is pending.
+func TestBatchNoIdleFlush(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &finalBatch{}
+		m.bulk = NewBatcher(func(context.Context, []Request[int]) error { return nil },
+			MaxWait(50*time.Millisecond), NoIdleFlush())
+		p, err := New[int](m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := p.NewGroup()
+		start := time.Now()
+		if err := g.Submit(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		<-g.Out()
+		if waited := time.Since(start); waited != 50*time.Millisecond {
+			t.Errorf("lone request out after %v, want MaxWait (50ms)", waited)
+		}
+		if err := g.Submit(context.Background(), 2); err != nil {
+			t.Fatal(err)
+		}
+		synctest.Wait()
+		p.Close() // flushes request 2 now, not after MaxWait
+		if r := <-g.Out(); r.Data != 2 || time.Since(start) != 50*time.Millisecond {
+			t.Errorf("request %d out at %v, want 2 at once on Close", r.Data, time.Since(start))
+		}
+		if f := m.bulk.Stats().Flushes; f[FlushLinger] != 1 || f[FlushShutdown] != 1 || f[FlushIdle] != 0 {
+			t.Errorf("flushes by reason %v, want one linger and one shutdown, none idle", f)
+		}
+	})
+}

@@ -22,6 +22,7 @@ type batchConfig struct {
 	size       any // func(T) int, checked against T by NewBatcher
 	key        any // func() batchIndex[T], checked likewise
 	name       string
+	noIdle     bool
 	problems   []string
 }
 
@@ -86,6 +87,15 @@ func BatchKey[T any, K comparable](key func(T) K) BatchOption {
 		}
 		c.key = func() batchIndex[T] { return &keyedIndex[T, K]{key: key, m: map[K]*batch[T]{}} }
 	})
+}
+
+// NoIdleFlush keeps batches from flushing because the engine went idle:
+// they flush on MaxItems, MaxBytes, MaxWait or Close only. Use it when
+// input trickles in (from a network, say): the workers are idle between
+// arrivals, and idle flushes would send batches of one or two. A lone
+// request then waits MaxWait. Off by default.
+func NoIdleFlush() BatchOption {
+	return batchOptionFunc(func(c *batchConfig) { c.noIdle = true })
 }
 
 // BatchName names the batcher in statistics and errors. The default is

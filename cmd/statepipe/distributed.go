@@ -110,7 +110,11 @@ func runDistributed(e env, cfg demoConfig, t *tree) error {
 	}
 
 	// The collector: the demo's machine from Store on, fed by RESULTS.
-	m := newETL(t.root, st, cfg.afterFlush, statepipe.MaxItems(cfg.batch), statepipe.MaxWait(cfg.linger), statepipe.BatchName("sqlite"))
+	// Results trickle in from the network, so the collector's workers are
+	// idle between them: without NoIdleFlush most transactions would hold
+	// a row or two.
+	m := newETL(t.root, st, cfg.afterFlush, statepipe.MaxItems(cfg.batch), statepipe.MaxWait(cfg.linger),
+		statepipe.BatchName("sqlite"), statepipe.NoIdleFlush())
 	inFlight := max(1024, 2*cfg.batch)
 	p, err := statepipe.New[File](m,
 		statepipe.WithPipelines(cfg.pipelines),
