@@ -80,6 +80,15 @@ func BenchmarkW1(b *testing.B) {
 	stages := []func(item) item{addOne, addOne, addOne, addOne}
 	b.Run("statepipe", func(b *testing.B) { benchStatepipeW1(b, newW1Machine(), w1Items) })
 	b.Run("statepipe-method-values", func(b *testing.B) { benchStatepipeW1(b, &w1MethodValues{}, w1Items) })
+	b.Run("statepipe-observer", func(b *testing.B) {
+		// A no-op Observer: every stage run is timed and every event built.
+		p, err := New[item](newW1Machine(), WithObserver(ObserverFunc(func(Event) {})))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		benchStatepipeW1With(b, p, w1Items)
+	})
 	b.Run("limit", func(b *testing.B) { perItem(b, w1Items, func() { limitPipeline(w1Items, stages) }) })
 	b.Run("limit-sm", func(b *testing.B) { perItem(b, w1Items, func() { limitStateMachine(w1Items, newW1Machine()) }) })
 	b.Run("classic", func(b *testing.B) { perItem(b, w1Items, func() { classicPipeline(w1Items, stages) }) })
