@@ -88,7 +88,12 @@ type member[T any] struct {
 // fails every element with a [*PanicError]. Each element then resumes at
 // its Next, or comes out if Next is nil or Err is set. flush's ctx is not
 // tied to the members' contexts: a member cancelled while parked leaves the
-// batch at once and comes out with its context's error.
+// batch at once and comes out with its context's error. It ends only with
+// [FlushTimeout].
+//
+// A member whose context ends after the flush succeeded comes out with
+// the context's error at its next stage, although flush did its work: a
+// flush that writes should be idempotent, or record in Data what it did.
 //
 // NewBatcher panics, with an error wrapping [ErrInvalidOption], if flush
 // is nil or an option is invalid: these are mistakes in the program, found
@@ -381,6 +386,11 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 		reqs[i] = m.r
 	}
 	ctx := context.Background()
+	if b.cfg.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, b.cfg.timeout)
+		defer cancel()
+	}
 	start := time.Now()
 	err := b.call(ctx, reqs)
 	end, endClock := time.Now(), clock()

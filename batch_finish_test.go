@@ -132,3 +132,30 @@ func TestBatchNoIdleFlush(t *testing.T) {
 		}
 	})
 }
+
+// FlushTimeout ends the flush's context after d: a bulk call that would
+// hang returns, and its error fails the batch.
+func TestBatchFlushTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &finalBatch{}
+		m.bulk = NewBatcher(func(ctx context.Context, _ []Request[int]) error {
+			<-ctx.Done() // a call that never answers
+			return ctx.Err()
+		}, FlushTimeout(time.Second))
+		p, err := New[int](m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := p.NewGroup()
+		start := time.Now()
+		if err := g.Submit(context.Background(), 1); err != nil {
+			t.Fatal(err)
+		}
+		r := <-g.Out()
+		if r.Err != context.DeadlineExceeded || time.Since(start) != time.Second {
+			t.Errorf("out after %v with %v, want DeadlineExceeded after 1s", time.Since(start), r.Err)
+		}
+		g.Close()
+		p.Close()
+	})
+}

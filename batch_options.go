@@ -23,6 +23,7 @@ type batchConfig struct {
 	key        any // func() batchIndex[T], checked likewise
 	name       string
 	noIdle     bool
+	timeout    time.Duration
 	problems   []string
 }
 
@@ -86,6 +87,20 @@ func BatchKey[T any, K comparable](key func(T) K) BatchOption {
 			return
 		}
 		c.key = func() batchIndex[T] { return &keyedIndex[T, K]{key: key, m: map[K]*batch[T]{}} }
+	})
+}
+
+// FlushTimeout gives each flush call a context that ends after d, so that
+// a bulk call that hangs cannot hold its requests, or Pipelines.Close,
+// for ever: flush should return when the context ends (with its error,
+// which then fails the batch). Off by default: the context never ends.
+// d must be positive.
+func FlushTimeout(d time.Duration) BatchOption {
+	return batchOptionFunc(func(c *batchConfig) {
+		if d <= 0 {
+			c.problems = append(c.problems, "FlushTimeout: d must be positive")
+		}
+		c.timeout = d
 	})
 }
 

@@ -1200,6 +1200,7 @@ func TestBatchInvalidOptions(t *testing.T) {
 		{"MaxWait(-1ns)", okFlush, []BatchOption{MaxWait(-1)}, "MaxWait"},
 		{"MaxFlushes(0)", okFlush, []BatchOption{MaxFlushes(0)}, "MaxFlushes"},
 		{"MaxFlushes(-3)", okFlush, []BatchOption{MaxFlushes(-3)}, "MaxFlushes"},
+		{"FlushTimeout(0)", okFlush, []BatchOption{FlushTimeout(0)}, "FlushTimeout"},
 		{"MaxBytes(0)", okFlush, []BatchOption{MaxBytes(0, size)}, "MaxBytes"},
 		{"MaxBytes nil size", okFlush, []BatchOption{MaxBytes[int](10, nil)}, "MaxBytes"},
 		{"MaxBytes other type", okFlush, []BatchOption{MaxBytes(10, func(string) int { return 1 })}, "MaxBytes"},
