@@ -212,7 +212,7 @@ func BenchmarkW3(b *testing.B) {
 	b.Run("per-item", func(b *testing.B) {
 		svc := &bulkService{}
 		perItem(b, w3Items, func() {
-			in := make(chan item, 256)
+			in, out := make(chan item, 256), make(chan item, 256)
 			var wg sync.WaitGroup
 			for range w3Calls() {
 				wg.Go(func() {
@@ -220,14 +220,19 @@ func BenchmarkW3(b *testing.B) {
 						it = validateItem(it)
 						svc.enrich(1)
 						it.n++
+						out <- it
 					}
 				})
 			}
-			for range w3Items {
-				in <- item{}
-			}
-			close(in)
-			wg.Wait()
+			go func() {
+				for range w3Items {
+					in <- item{}
+				}
+				close(in)
+				wg.Wait()
+				close(out)
+			}()
+			checkW3Results(out)
 		})
 		report(b, svc)
 	})
@@ -238,11 +243,26 @@ func BenchmarkW3(b *testing.B) {
 	})
 }
 
+// checkW3Results receives every enriched item, as statepipe's consumer
+// does from Out, so that every way does the whole job.
+func checkW3Results(out <-chan item) {
+	n := 0
+	for it := range out {
+		if it.n != 2 {
+			panic("W3 baseline lost a stage")
+		}
+		n++
+	}
+	if n != w3Items {
+		panic("W3 baseline lost items")
+	}
+}
+
 // classicBatched is a hand-rolled batcher in a classic pipeline: validate
-// lanes feed one gatherer that cuts batches of 500 (or after 5ms), and
-// P*8 callers serve them.
+// lanes feed one gatherer that cuts batches of 500 (or after 5ms), P*8
+// callers serve them, and the enriched items go out to a consumer.
 func classicBatched(svc *bulkService) {
-	in, valid := make(chan item, 256), make(chan item, 256)
+	in, valid, out := make(chan item, 256), make(chan item, 256), make(chan item, 256)
 	batches := make(chan []item, w3Calls())
 	var lanes, callers sync.WaitGroup
 	for range runtime.GOMAXPROCS(0) {
@@ -288,14 +308,22 @@ func classicBatched(svc *bulkService) {
 		callers.Go(func() {
 			for batch := range batches {
 				svc.enrich(len(batch))
+				for _, it := range batch {
+					it.n++
+					out <- it
+				}
 			}
 		})
 	}
-	for range w3Items {
-		in <- item{}
-	}
-	close(in)
-	callers.Wait()
+	go func() {
+		for range w3Items {
+			in <- item{}
+		}
+		close(in)
+		callers.Wait()
+		close(out)
+	}()
+	checkW3Results(out)
 }
 
 // --- W4: many groups --------------------------------------------------------
