@@ -56,14 +56,6 @@ func (w *worker[T]) loop() {
 			closed = true
 			return
 		}
-		if r.queued != 0 && r.started == 0 { // timed, and picked up for the first time
-			r.started = clock()
-			w.stats.local.queued.observe(r.started - r.queued)
-			if w.p.obs != nil {
-				w.p.obs.Observe(Event{Kind: RequestStarted, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
-					Duration: nanos(r.started - r.queued)})
-			}
-		}
 		w.run(r)
 	}
 }
@@ -97,9 +89,22 @@ func (w *worker[T]) run(r Request[T]) {
 	p := w.p
 	// Stage runs are timed for the sampled requests, and for all while an
 	// Observer is set; the clock costs more than the rest of a transition.
-	timed := r.started != 0
+	timed := r.queued != 0
 	id := -1 // the stage running; -1 outside stages
-	var t0 int64
+	// now is the last clock reading of a timed request: the end of one
+	// stage is the start of the next, so a stage costs one reading.
+	var now, t0 int64
+	if timed {
+		now = clock()
+		if r.started == 0 { // picked up for the first time
+			r.started = now
+			w.stats.local.queued.observe(now - r.queued)
+			if p.obs != nil {
+				p.obs.Observe(Event{Kind: RequestStarted, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
+					Duration: nanos(now - r.queued)})
+			}
+		}
+	}
 	// keep is the bookkeeping to restore if a stage returns a Request it
 	// made itself instead of the one it was given.
 	keep := r
@@ -113,7 +118,14 @@ func (w *worker[T]) run(r Request[T]) {
 		}
 		err := p.panicked(p.stages.name(id), v)
 		w.stats.stage(id, true)
-		w.stageDone(&keep, id, t0, timed, err)
+		d := int64(-1)
+		if timed {
+			d = clock() - t0
+			w.stats.stageTime(id, d)
+		}
+		if p.obs != nil {
+			w.observeStage(&keep, id, d, err)
+		}
 		if w.handedOff {
 			w.stats.local.edges.add(uint8(id), w.parkedIn, -1)
 			return // a parker has the request and will resume it
@@ -147,7 +159,10 @@ func (w *worker[T]) run(r Request[T]) {
 		w.handedOff = false
 		r.worker, r.call = w, w.call
 		id = sid
-		if timed {
+		t0 = now
+		if p.obs != nil && timed {
+			// A fresh reading: the observer's own time for the last
+			// stage must not count in this one, whose start it infers.
 			t0 = clock()
 		}
 		if w.chain == nil {
@@ -158,8 +173,13 @@ func (w *worker[T]) run(r Request[T]) {
 		}
 		id = -1
 		lastTime = -1
-		if timed || p.obs != nil {
-			lastTime = w.stageDone(&keep, sid, t0, timed, r.Err)
+		if timed {
+			now = clock()
+			lastTime = now - t0
+			w.stats.stageTime(sid, lastTime)
+		}
+		if p.obs != nil {
+			w.observeStage(&keep, sid, lastTime, r.Err)
 		}
 		w.stats.stage(sid, r.Err != nil && !w.handedOff)
 		if w.handedOff {
@@ -180,28 +200,21 @@ func (w *worker[T]) run(r Request[T]) {
 	w.finish(r)
 }
 
-// stageDone records the end of a stage run that began at t0 (if timed),
-// tells the observer, and returns the run's time (-1 if not timed). r is
-// the request as the stage got it: what it returned may be anything.
-func (w *worker[T]) stageDone(r *Request[T], id int, t0 int64, timed bool, err error) int64 {
-	d := int64(-1)
-	if timed {
-		d = clock() - t0
-		w.stats.stageTime(id, d)
+// observeStage tells the observer of a stage run that took d (-1: not
+// timed). r is the request as the stage got it: what it returned may be
+// anything.
+func (w *worker[T]) observeStage(r *Request[T], id int, d int64, err error) {
+	obs := w.p.obs
+	ev := Event{Kind: StageDone, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
+		Stage: w.p.stages.name(id), Duration: nanos(d), Err: err}
+	if w.handedOff {
+		ev.Err = nil
 	}
-	if obs := w.p.obs; obs != nil {
-		ev := Event{Kind: StageDone, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
-			Stage: w.p.stages.name(id), Duration: nanos(d), Err: err}
-		if w.handedOff {
-			ev.Err = nil
-		}
-		obs.Observe(ev)
-		if w.handedOff {
-			obs.Observe(Event{Kind: Parked, Request: ev.Request, Group: ev.Group, Ctx: r.Ctx,
-				Stage: ev.Stage, Batch: w.p.batchName(w.parkedIn)})
-		}
+	obs.Observe(ev)
+	if w.handedOff {
+		obs.Observe(Event{Kind: Parked, Request: ev.Request, Group: ev.Group, Ctx: r.Ctx,
+			Stage: ev.Stage, Batch: w.p.batchName(w.parkedIn)})
 	}
-	return d
 }
 
 // adopt gives r, a Request made by a stage, the context and bookkeeping
