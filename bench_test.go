@@ -5,6 +5,8 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+
+	"github.com/statepipe/statepipe/internal/benchkit"
 )
 
 // The workloads are those of shared/bench/WORKLOADS.md; every one runs the
@@ -56,23 +58,9 @@ func (m *w1MethodValues) C(r Request[item]) Request[item] {
 func (m *w1MethodValues) D(r Request[item]) Request[item] { r.Data = addOne(r.Data); return r }
 func (m *w1MethodValues) Close()                          {}
 
-// perItem reports ns/item and allocs/item for items processed b.N times.
-func perItem(b *testing.B, items int, run func()) {
-	b.Helper()
-	b.ReportAllocs()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	b.ResetTimer()
-	for range b.N {
-		run()
-	}
-	b.StopTimer()
-	runtime.ReadMemStats(&after)
-	total := float64(items) * float64(b.N)
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/total, "ns/item")
-	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/total, "allocs/item")
-	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/total, "B/item")
-}
+// perItem reports ns/item, allocs/item and B/item for items processed b.N
+// times.
+func perItem(b *testing.B, items int, run func()) { benchkit.PerItem(b, items, run) }
 
 const w1Items = 1_000_000
 

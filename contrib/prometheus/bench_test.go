@@ -3,7 +3,6 @@ package prometheus_test
 import (
 	"context"
 	"net/http"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,9 +10,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/statepipe/statepipe"
 	spprom "github.com/statepipe/statepipe/contrib/prometheus"
+	"github.com/statepipe/statepipe/internal/benchkit"
 )
 
 // W1 of shared/bench/WORKLOADS.md, as the core's bench_test.go runs it:
@@ -161,23 +160,8 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func (discard) WriteHeader(int)             {}
 
 // perItem reports ns/item, allocs/item and B/item for items processed b.N
-// times, as the core's benchmarks do.
-func perItem(b *testing.B, items int, run func()) {
-	b.Helper()
-	b.ReportAllocs()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
-	b.ResetTimer()
-	for range b.N {
-		run()
-	}
-	b.StopTimer()
-	runtime.ReadMemStats(&after)
-	total := float64(items) * float64(b.N)
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/total, "ns/item")
-	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/total, "allocs/item")
-	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/total, "B/item")
-}
+// times.
+func perItem(b *testing.B, items int, run func()) { benchkit.PerItem(b, items, run) }
 
 // BenchmarkScrape measures one scrape of a W1 Pipelines that has run: the
 // collector's Stats call and the rendering of the exposition. Its cost
