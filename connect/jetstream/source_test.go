@@ -270,8 +270,12 @@ func TestDrainFinishesInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Released messages count as unacked until redelivered.
-	if uint64(info.NumAckPending) != s.Released || info.NumPending+uint64(info.NumAckPending) != uint64(len(jobs))-s.Acked {
+	// Released messages count as unacked until redelivered. So, rarely
+	// (about 1 run in 12 here), do a few the server sent for a pull the
+	// client had already finished: never seen, they come back after
+	// AckWait (5s) instead of at once, and the second run below takes
+	// them too. Nothing is lost either way.
+	if uint64(info.NumAckPending) < s.Released || info.NumPending+uint64(info.NumAckPending) != uint64(len(jobs))-s.Acked {
 		t.Fatalf("consumer after the drain: %d unacked, %d pending; source %+v", info.NumAckPending, info.NumPending, s)
 	}
 
