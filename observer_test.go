@@ -3,6 +3,7 @@ package statepipe
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
@@ -123,5 +124,39 @@ func TestObserverOptionValidation(t *testing.T) {
 	_, err := New[int](panicky{}, WithObserver(nil))
 	if !errors.Is(err, ErrInvalidOption) {
 		t.Fatalf("WithObserver(nil): %v, want ErrInvalidOption", err)
+	}
+}
+
+// Request.ID is the id observer events carry, so stage code can find its
+// own trace or log records.
+func TestRequestIDMatchesEvents(t *testing.T) {
+	var mu sync.Mutex
+	fromEvents := map[uint64]bool{}
+	obs := ObserverFunc(func(e Event) {
+		if e.Kind == RequestDone {
+			mu.Lock()
+			fromEvents[e.Request] = true
+			mu.Unlock()
+		}
+	})
+	p, err := New[int](panicky{}, WithObserver(obs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := p.NewGroup()
+	go etSubmitRange(t, g, 50)
+	fromOut := map[uint64]bool{}
+	for r := range g.Out() {
+		if r.ID() == 0 || fromOut[r.ID()] {
+			t.Fatalf("request %d: id %d is zero or repeated", r.Data, r.ID())
+		}
+		fromOut[r.ID()] = true
+	}
+	p.Close()
+	if len(fromOut) != 50 || !maps.Equal(fromOut, fromEvents) {
+		t.Errorf("ids from Out %v differ from the events' %v", fromOut, fromEvents)
+	}
+	if (Request[int]{}).ID() != 0 {
+		t.Error("a Request no Pipelines admitted has an id")
 	}
 }

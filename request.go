@@ -89,5 +89,15 @@ func (r *Request[T]) handOff(node uint8) error {
 	return nil
 }
 
-// id returns the request's id, unique within its Pipelines.
+// ID returns the request's id, unique within its Pipelines for the first
+// 2^32 requests of each group: the Request of Observer events. It is 0 for
+// a Request that no Pipelines admitted.
+func (r Request[T]) ID() uint64 {
+	if r.group == nil {
+		return 0
+	}
+	return r.id()
+}
+
+// id returns the request's id; r.group must be set.
 func (r *Request[T]) id() uint64 { return r.group.id<<32 | r.seq }
