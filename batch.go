@@ -391,6 +391,16 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 		ctx, cancel = context.WithTimeout(ctx, b.cfg.timeout)
 		defer cancel()
 	}
+	var ids []uint64 // the members' ids, for an observer
+	if b.p.obs != nil {
+		ids = make([]uint64, len(members))
+		for i, m := range members {
+			ids[i] = m.r.id()
+		}
+		if fo, ok := b.p.obs.(FlushObserver); ok {
+			ctx = fo.FlushStarting(ctx, b.cfg.name, bt.reason, ids)
+		}
+	}
 	start := time.Now()
 	err := b.call(ctx, reqs)
 	end, endClock := time.Now(), clock()
@@ -409,10 +419,6 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 		members[i].r = r
 	}
 	if obs := b.p.obs; obs != nil {
-		ids := make([]uint64, len(members))
-		for i, m := range members {
-			ids[i] = m.r.id()
-		}
 		obs.Observe(Event{Kind: BatchFlushed, Ctx: ctx, Batch: b.cfg.name, Reason: bt.reason,
 			Size: len(members), Members: ids, Duration: end.Sub(start), Err: err})
 	}

@@ -18,6 +18,17 @@ type Observer interface {
 	Observe(e Event)
 }
 
+// A FlushObserver is an Observer that is also told of each flush before
+// it runs, and gives the flush call its context: so that what flush does
+// (a bulk call's own spans, say) is traced under the observer's span of
+// the flush. The context it returns is passed to flush and is the Ctx of
+// the flush's BatchFlushed event; it must derive from ctx. Like Observe,
+// FlushStarting must be fast and must not block.
+type FlushObserver interface {
+	Observer
+	FlushStarting(ctx context.Context, batch string, reason FlushReason, members []uint64) context.Context
+}
+
 // ObserverFunc adapts a function to an Observer.
 type ObserverFunc func(e Event)
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // recorder keeps the events of each request, in order.
@@ -158,5 +159,70 @@ func TestRequestIDMatchesEvents(t *testing.T) {
 	}
 	if (Request[int]{}).ID() != 0 {
 		t.Error("a Request no Pipelines admitted has an id")
+	}
+}
+
+// flushCtxObserver gives each flush a context with a value, and checks it
+// comes back on the BatchFlushed event.
+type flushCtxObserver struct {
+	mu       sync.Mutex
+	started  int
+	finished int
+	bad      []string
+}
+
+type flushMark struct{}
+
+func (o *flushCtxObserver) FlushStarting(ctx context.Context, batch string, reason FlushReason, members []uint64) context.Context {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.started++
+	if batch != "store" || len(members) == 0 {
+		o.bad = append(o.bad, "FlushStarting without a batch name or members")
+	}
+	return context.WithValue(ctx, flushMark{}, o.started)
+}
+
+func (o *flushCtxObserver) Observe(e Event) {
+	if e.Kind != BatchFlushed {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.finished++
+	if e.Ctx.Value(flushMark{}) == nil {
+		o.bad = append(o.bad, "BatchFlushed without the context FlushStarting gave")
+	}
+}
+
+func TestFlushObserverGivesTheFlushContext(t *testing.T) {
+	obs := &flushCtxObserver{}
+	m := newRouteMachine()
+	var inFlush []any
+	m.bulk = NewBatcher(func(ctx context.Context, b []Request[int]) error {
+		inFlush = append(inFlush, ctx.Value(flushMark{}))
+		return nil
+	}, BatchName("store"), MaxWait(time.Millisecond))
+	p, err := New[int](m, WithObserver(obs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := p.NewGroup()
+	for i := range 12 {
+		if err := g.Submit(context.Background(), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.Close()
+	for range g.Out() {
+	}
+	p.Close()
+	if obs.started == 0 || obs.started != obs.finished || len(obs.bad) > 0 {
+		t.Errorf("%d flushes started, %d finished; problems: %v", obs.started, obs.finished, obs.bad)
+	}
+	for i, v := range inFlush {
+		if v == nil {
+			t.Errorf("flush %d ran without the observer's context", i)
+		}
 	}
 }

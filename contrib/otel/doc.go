@@ -39,8 +39,13 @@
 // to each member's request span, and the exception and Error status if
 // flush failed or panicked. It starts a trace of its own (a flush serves
 // requests from many traces), and each member's request span gets a link
-// back to it. The SDK keeps 128 links per span by default
-// (sdktrace.SpanLimits.LinkCountLimit); raise it for bigger batches.
+// back to it. The span starts as the flush begins (the Observer is a
+// [statepipe.FlushObserver]) and the flush function's context carries it,
+// so spans a traced bulk client starts in flush are its children. An
+// Observer wrapped by another that does not forward FlushStarting still
+// gets the span, made when the flush ends, with no children. The SDK keeps
+// 128 links per span by default (sdktrace.SpanLimits.LinkCountLimit);
+// raise it for bigger batches.
 //
 // # Payloads
 //

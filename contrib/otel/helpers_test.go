@@ -147,6 +147,15 @@ func newTap(next statepipe.Observer) *tap {
 	return &tap{next: next, kinds: map[uint64][]statepipe.EventKind{}}
 }
 
+// FlushStarting forwards to the observer tapped, as a wrapper must for
+// flush spans to be the parents of what flush does.
+func (t *tap) FlushStarting(ctx context.Context, batch string, reason statepipe.FlushReason, members []uint64) context.Context {
+	if fo, ok := t.next.(statepipe.FlushObserver); ok {
+		return fo.FlushStarting(ctx, batch, reason, members)
+	}
+	return ctx
+}
+
 func (t *tap) Observe(e statepipe.Event) {
 	t.mu.Lock()
 	if e.Kind == statepipe.BatchFlushed {

@@ -225,13 +225,27 @@ type linkBuf struct {
 	spans []trace.Span
 }
 
-// flushed records a flush span, back-dated to the flush's start, with a
-// link to each member's request span, and a link back from each.
-func (o *Observer) flushed(e *statepipe.Event) {
-	end := time.Now()
-	fa := o.batches.get(flushKey{e.Batch, e.Reason})
+// FlushStarting starts the flush span as the flush begins and returns a
+// context carrying it: flush runs under it, so that spans the user starts
+// in flush (the bulk call's) are its children. It implements
+// statepipe.FlushObserver. (An observer that wraps this one without
+// forwarding FlushStarting still gets flush spans, back-dated when the
+// flush ends, with no children.)
+func (o *Observer) FlushStarting(ctx context.Context, batch string, reason statepipe.FlushReason, members []uint64) context.Context {
+	ctx, span := o.startFlush(ctx, batch, reason, members, time.Now())
+	return context.WithValue(ctx, flushSpanKey{}, span)
+}
+
+// flushSpanKey marks a flush context made by FlushStarting: its value is
+// the flush span, which flushed ends.
+type flushSpanKey struct{}
+
+// startFlush starts a flush span at start, with a link to each member's
+// request span and a link back from each.
+func (o *Observer) startFlush(ctx context.Context, batch string, reason statepipe.FlushReason, members []uint64, start time.Time) (context.Context, trace.Span) {
+	fa := o.batches.get(flushKey{batch, reason})
 	buf := o.bufs.Get().(*linkBuf)
-	for _, id := range e.Members {
+	for _, id := range members {
 		fl, ok := o.flights.get(id)
 		if !ok {
 			continue
@@ -241,30 +255,39 @@ func (o *Observer) flushed(e *statepipe.Event) {
 			buf.spans = append(buf.spans, fl.span)
 		}
 	}
-	parent := e.Ctx
-	if parent == nil {
-		parent = context.Background()
-	}
-	ctx, span := o.tracer.Start(parent, SpanFlush, trace.WithTimestamp(end.Add(-e.Duration)),
-		trace.WithLinks(buf.links...),
-		trace.WithAttributes(fa.batcher, fa.reason, KeyBatchSize.Int(e.Size)))
+	ctx, span := o.tracer.Start(ctx, SpanFlush, trace.WithTimestamp(start), trace.WithLinks(buf.links...),
+		trace.WithAttributes(fa.batcher, fa.reason, KeyBatchSize.Int(len(members))))
 	if span.IsRecording() {
 		back := trace.Link{SpanContext: span.SpanContext()}
 		for _, s := range buf.spans {
 			s.AddLink(back)
 		}
-		if e.Err != nil {
-			recordError(span, e.Err, end)
-		}
-		span.End(trace.WithTimestamp(end))
-	} else {
-		span.End()
 	}
 	clear(buf.links)
 	clear(buf.spans)
 	buf.links, buf.spans = buf.links[:0], buf.spans[:0]
 	o.bufs.Put(buf)
+	return ctx, span
+}
 
+// flushed ends the flush's span, the one FlushStarting began or else one
+// back-dated to the flush's start, with the flush's error, and records the
+// flush's metrics.
+func (o *Observer) flushed(e *statepipe.Event) {
+	end := time.Now()
+	ctx := e.Ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	span, ok := ctx.Value(flushSpanKey{}).(trace.Span)
+	if !ok {
+		ctx, span = o.startFlush(ctx, e.Batch, e.Reason, e.Members, end.Add(-e.Duration))
+	}
+	if span.IsRecording() && e.Err != nil {
+		recordError(span, e.Err, end)
+	}
+	span.End(trace.WithTimestamp(end))
+	fa := o.batches.get(flushKey{e.Batch, e.Reason})
 	o.m.flushes.Add(ctx, 1, fa.add...)
 	o.m.flushDuration.Record(ctx, e.Duration.Seconds(), fa.rec...)
 	o.m.batchSize.Record(ctx, int64(e.Size), fa.rec...)
