@@ -3,7 +3,6 @@ package statepipe
 import (
 	"context"
 	"errors"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -83,7 +82,10 @@ type member[T any] struct {
 // NewBatcher returns a Batcher that serves batches with flush.
 //
 // In flush, the batcher owns batch for the duration of the call: set each
-// element's Data, Err and Next in place (other changes are ignored). A
+// element's Data, Err and Next in place (other changes are ignored), and do
+// not touch batch after returning: it may serve another batch. A flush
+// that gives up when its context ends (see [FlushTimeout]) while a call it
+// started goes on must give that call a copy of what it needs. A
 // non-nil return fails every element that has no Err of its own; a panic
 // fails every element with a [*PanicError]. Each element then resumes at
 // its Next, or comes out if Next is nil or Err is set. flush's ctx is not
@@ -397,12 +399,30 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 		for i, m := range members {
 			ids[i] = m.r.id()
 		}
-		if fo, ok := b.p.obs.(FlushObserver); ok {
-			ctx = fo.FlushStarting(ctx, b.cfg.name, bt.reason, ids)
-		}
 	}
 	start := time.Now()
-	err := b.call(ctx, reqs)
+	// The members go on from a deferred call: flush may end its goroutine
+	// with runtime.Goexit, which no recover stops.
+	returned := false
+	var err error
+	defer func() {
+		if !returned {
+			err = b.p.panicked(b.cfg.name+" flush", errGoexit)
+			failAll(reqs)
+		}
+		// reqs is reused only if flush returned in time: a flush that gave
+		// up at FlushTimeout may have left a call running that still
+		// writes to it.
+		reuse := returned && err == nil && ctx.Err() == nil
+		b.settle(bt, members, reqs, reuse, ctx, ids, start, err)
+	}()
+	err = b.call(&ctx, bt.reason, ids, reqs)
+	returned = true
+}
+
+// settle takes the flush's results back into the members, counts them and
+// sends them on. reqs may be reused for later batches only if reuse.
+func (b *Batcher[T]) settle(bt *batch[T], members []member[T], reqs []Request[T], reuse bool, ctx context.Context, ids []uint64, start time.Time, err error) {
 	end, endClock := time.Now(), clock()
 	failed := 0
 	for i, m := range members {
@@ -431,10 +451,14 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 	lastFlush := b.running == 0 && len(b.ready) == 0
 	b.mu.Unlock()
 
-	// Members with nowhere to go are delivered together, in reqs (free
-	// again now that flush has returned); the rest go back to the workers.
+	// Members with nowhere to go are delivered together, in reqs if it is
+	// free again; the rest go back to the workers. They are counted
+	// first, so that a consumer that has them all sees them in Stats.
 	var tally outTally
-	done := reqs[:0]
+	done := make([]Request[T], 0, len(members))
+	if reuse {
+		done = reqs[:0]
+	}
 	for _, m := range members {
 		if m.r.Next == nil || m.r.Err != nil {
 			b.observeResumed(m)
@@ -444,16 +468,27 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 			b.resume(m)
 		}
 	}
-	b.p.deliver(done...)
 	b.p.countOut(b.node, &tally)
+	b.p.deliver(done...)
 	if lastFlush && tally.n == len(members) && b.p.idleNow() {
 		// Nothing went back to the workers, so none will become idle
 		// again: a batch that gathered during this flush is flushed
 		// here rather than left to linger.
 		b.engineIdle()
 	}
+	if !reuse {
+		reqs = nil
+	}
 	b.recycle(members, reqs)
 	b.signal()
+}
+
+// failAll clears what flush set on every member: the flush failed as a
+// whole.
+func failAll[T any](reqs []Request[T]) {
+	for i := range reqs {
+		reqs[i].Err = nil
+	}
 }
 
 // resume sends a member on to the workers.
@@ -483,7 +518,8 @@ func (b *Batcher[T]) spareRequests(n int) []Request[T] {
 	return make([]Request[T], n)
 }
 
-// recycle keeps a flushed batch's slices for later batches, at most a few.
+// recycle keeps a flushed batch's slices for later batches, at most a
+// few; reqs may be nil (not to be reused).
 func (b *Batcher[T]) recycle(members []member[T], reqs []Request[T]) {
 	clear(members[:cap(members)]) // drop the references: the requests are out
 	clear(reqs[:cap(reqs)])
@@ -492,24 +528,25 @@ func (b *Batcher[T]) recycle(members []member[T], reqs []Request[T]) {
 	if len(b.spareMembers) <= b.cfg.maxFlushes {
 		b.spareMembers = append(b.spareMembers, members[:0])
 	}
-	if len(b.spareReqs) <= b.cfg.maxFlushes {
+	if reqs != nil && len(b.spareReqs) <= b.cfg.maxFlushes {
 		b.spareReqs = append(b.spareReqs, reqs[:0])
 	}
 }
 
-// call runs flush, turning a panic into the error of every member.
-func (b *Batcher[T]) call(ctx context.Context, reqs []Request[T]) (err error) {
+// call runs flush, turning a panic (in flush, or in the observer's
+// FlushStarting) into the error of every member. An observer that is a
+// FlushObserver gives the call its context, through ctx.
+func (b *Batcher[T]) call(ctx *context.Context, reason FlushReason, ids []uint64, reqs []Request[T]) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
-			pe := &PanicError{Stage: b.cfg.name + " flush", Value: v, Stack: debug.Stack()}
-			b.p.log.Error("statepipe: recovered panic", "stage", pe.Stage, "panic", v)
-			for i := range reqs {
-				reqs[i].Err = nil // a panic fails every member, whatever flush set
-			}
-			err = pe
+			err = b.p.panicked(b.cfg.name+" flush", v)
+			failAll(reqs) // a panic fails every member, whatever flush set
 		}
 	}()
-	return b.flush(ctx, reqs)
+	if fo, ok := b.p.obs.(FlushObserver); ok {
+		*ctx = fo.FlushStarting(*ctx, b.cfg.name, reason, ids)
+	}
+	return b.flush(*ctx, reqs)
 }
 
 // engineIdle is called by a worker when nothing is running and nothing is

@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,7 +168,10 @@ func (ix *stageIndex) funcName(code uintptr) (name string, own bool) {
 	if dot < 0 {
 		return full[slash:], false
 	}
-	pkg, rest := full[:slash+dot], full[slash+dot+1:]
+	// The runtime escapes dots (and a few other bytes) in the last element
+	// of the path as %xx: "example.com/mach%2ev2" for reflect's
+	// "example.com/mach.v2".
+	pkg, rest := unescapePath(full[:slash+dot]), full[slash+dot+1:]
 	if !isMethodValue {
 		return rest, false
 	}
@@ -178,6 +182,25 @@ func (ix *stageIndex) funcName(code uintptr) (name string, own bool) {
 		return name, true
 	}
 	return typ + "." + name, false
+}
+
+// unescapePath undoes the runtime's %xx escapes in a package path.
+func unescapePath(p string) string {
+	if !strings.Contains(p, "%") {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) {
+			if v, err := strconv.ParseUint(p[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
 }
 
 // uniqueName returns name, or name#2, name#3... if names has it already:

@@ -117,7 +117,7 @@ func (w *worker[T]) run(r Request[T]) {
 			v = errGoexit // the stage called runtime.Goexit: not even a panic
 		}
 		err := p.panicked(p.stages.name(id), v)
-		w.stats.stage(id, true)
+		w.stats.stage(id, !w.handedOff) // a request handed off goes on
 		d := int64(-1)
 		if timed {
 			d = clock() - t0
@@ -130,7 +130,9 @@ func (w *worker[T]) run(r Request[T]) {
 			w.stats.local.edges.add(uint8(id), w.parkedIn, -1)
 			return // a parker has the request and will resume it
 		}
-		r.Next, r.Err = nil, err
+		// The stage never returned: r still names this worker's call,
+		// which no parker may take it under once it is out.
+		r.Next, r.Err, r.worker = nil, err, nil
 		w.stats.local.edges.add(uint8(id), nodeFailed, -1)
 		w.finish(r)
 	}()
@@ -237,9 +239,10 @@ func (w *worker[T]) finish(r Request[T]) {
 // leaving readies a finished request to go out, on whatever goroutine
 // finishes it, and returns what the caller counts: whether it failed, and
 // its running time (-1 if not timed). Next is nil on every request out,
-// also one that failed with Next set.
+// also one that failed with Next set, and no request leaves naming a
+// worker (a Batcher would take it for one in a stage).
 func (p *Pipelines[T]) leaving(r *Request[T]) (failed bool, running int64) {
-	r.Next = nil
+	r.Next, r.worker = nil, nil
 	running = -1
 	if r.started != 0 {
 		running = clock() - r.started
