@@ -79,7 +79,8 @@ func MaxBytes[T any](n int, size func(T) int) BatchOption {
 
 // BatchKey keeps one batch per key (table, tenant, endpoint): requests
 // with different keys never share a flush, and each key's batch has its
-// own size and linger. T must be the batcher's data type.
+// own size and linger. T must be the batcher's data type. key runs under
+// the batcher's lock: it must be quick and must not call the batcher.
 func BatchKey[T any, K comparable](key func(T) K) BatchOption {
 	return batchOptionFunc(func(c *batchConfig) {
 		if key == nil {
