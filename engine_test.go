@@ -225,11 +225,7 @@ func TestEngineWorkerCount(t *testing.T) {
 				m := newEtM()
 				p := etNew[int](t, m, tc.opts...)
 				g := p.NewGroup()
-				for i := range 50 {
-					if err := g.Submit(context.Background(), i); err != nil {
-						t.Fatal(err)
-					}
-				}
+				etSubmitN(t, g, 50)
 				g.Close()
 				if res := etDrain(g); len(res) != 50 {
 					t.Fatalf("%d results, want 50", len(res))
@@ -261,11 +257,7 @@ func TestStatsRunningAfterClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		p := etNew[int](t, newEtM(), WithWorkers(4))
 		g := p.NewGroup()
-		for i := range 10 {
-			if err := g.Submit(context.Background(), i); err != nil {
-				t.Fatal(err)
-			}
-		}
+		etSubmitN(t, g, 10)
 		p.Close()
 		if res := etDrain(g); len(res) != 10 {
 			t.Fatalf("%d results, want 10", len(res))
@@ -799,11 +791,7 @@ func TestStageErrorEndsRequest(t *testing.T) {
 	p := etNew[int](t, m, WithWorkers(2))
 	g := p.NewGroup(Ordered())
 	const n = 20
-	for i := range n {
-		if err := g.Submit(context.Background(), i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	etSubmitN(t, g, n)
 	g.Close()
 	res := etDrainWithin(t, g, 10*time.Second)
 	if len(res) != n {

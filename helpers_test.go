@@ -191,3 +191,14 @@ func etSubmitRange(t testing.TB, g *Group[int], n int) {
 	}
 	g.Close()
 }
+
+// etSubmitN submits 0..n-1 to g in order, failing the test at once if a
+// Submit fails.
+func etSubmitN(t testing.TB, g *Group[int], n int) {
+	t.Helper()
+	for i := range n {
+		if err := g.Submit(context.Background(), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -208,11 +208,7 @@ func TestFlushObserverGivesTheFlushContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := p.NewGroup()
-	for i := range 12 {
-		if err := g.Submit(context.Background(), i); err != nil {
-			t.Fatal(err)
-		}
-	}
+	etSubmitN(t, g, 12)
 	g.Close()
 	for range g.Out() {
 	}

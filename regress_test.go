@@ -77,6 +77,23 @@ func rgNew(t *testing.T, m StateMachine[int], opts ...Option) *Pipelines[int] {
 	return p
 }
 
+// rgFullMachine returns Pipelines with room for one request, taken by a
+// request of other that stays in its stage until gate is closed.
+func rgFullMachine(t *testing.T) (p *Pipelines[int], other *Group[int], gate chan struct{}) {
+	t.Helper()
+	gate = make(chan struct{})
+	m := newRgM(nil, func(m *rgM, r Request[int]) Request[int] {
+		if r.Data < 0 {
+			<-gate
+		}
+		return r
+	})
+	p = rgNew(t, m, WithWorkers(2), WithMaxInFlight(1))
+	other = p.NewGroup()
+	rgSubmit(t, other, context.Background(), -1)
+	return p, other, gate
+}
+
 // rgDrain receives from g until Out closes. In a bubble its timeout fires
 // only once every goroutine is blocked (after any batch linger), so a
 // request that never comes out fails the test instead of hanging it.
@@ -334,17 +351,8 @@ func TestRegressGroupAdmissionAcrossDelivery(t *testing.T) {
 // machine.
 func TestRegressFailedMachineAdmissionWakesGroupWaiter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		gate := make(chan struct{})
-		m := newRgM(nil, func(m *rgM, r Request[int]) Request[int] {
-			if r.Data < 0 {
-				<-gate
-			}
-			return r
-		})
-		p := rgNew(t, m, WithWorkers(2), WithMaxInFlight(1))
-		other := p.NewGroup()
-		rgSubmit(t, other, context.Background(), -1) // the machine is full until gate
-		g := p.NewGroup()                            // its limit is the machine's: 1
+		p, other, gate := rgFullMachine(t)
+		g := p.NewGroup() // its limit is the machine's: 1
 
 		ctxX, cancelX := context.WithCancel(context.Background())
 		xerr := make(chan error, 1)
@@ -686,16 +694,7 @@ func TestRegressStageSetsNilContext(t *testing.T) {
 // machine: it stayed blocked until some other group's request finished.
 func TestRegressGroupCloseUnblocksMachineWait(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		gate := make(chan struct{})
-		m := newRgM(nil, func(m *rgM, r Request[int]) Request[int] {
-			if r.Data < 0 {
-				<-gate
-			}
-			return r
-		})
-		p := rgNew(t, m, WithWorkers(2), WithMaxInFlight(1))
-		other := p.NewGroup()
-		rgSubmit(t, other, context.Background(), -1) // the machine is full until gate
+		p, other, gate := rgFullMachine(t)
 		g := p.NewGroup()
 		errc := make(chan error, 1)
 		go func() { errc <- g.Submit(context.Background(), 1) }()

@@ -790,11 +790,7 @@ func TestGroupBoundUnderConcurrentDelivery(t *testing.T) {
 	g := p.NewGroup(MaxInFlight(bound))
 	rounds := 0
 	for deadline := time.Now().Add(budget); time.Now().Before(deadline); rounds++ {
-		for i := range bound {
-			if err := g.Submit(context.Background(), i); err != nil {
-				t.Fatal(err)
-			}
-		}
+		etSubmitN(t, g, bound)
 		// This Submit must not be admitted before we receive: run it
 		// while the deliveries of the others are under way.
 		ctx, cancel := context.WithCancel(context.Background())
