@@ -44,7 +44,7 @@ type Batcher[T any] struct {
 	ready    []*batch[T]   // closed batches waiting for a free flush
 	running  int           // flushes running
 	closing  bool          // the Pipelines are shutting down
-	node     uint8         // its node in the Pipelines' graph
+	node     node          // its node in the Pipelines' graph
 	counters batchCounters
 	nextID   uint64 // identifies members for their cancellation watchers
 
@@ -72,7 +72,7 @@ const maxPresize = 4096
 
 // member is a parked request and the watcher of its context.
 type member[T any] struct {
-	r      Request[T]
+	rec    *record[T] // the request is in rec.req
 	id     uint64
 	size   int         // of its data, for MaxBytes
 	parked int64       // clock reading when it was added
@@ -134,11 +134,11 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		r.Err = ErrNilContext
 		return r
 	}
-	if r.group == nil || r.worker == nil || r.worker.handedOff || r.worker.call != r.call {
+	if r.rec == nil {
 		r.Err = ErrNotRunning
 		return r
 	}
-	p := r.group.p
+	p := r.rec.p // a record's Pipelines never changes: safe to read from any copy
 	size := 0
 	if b.size != nil {
 		size = b.size(r.Data) // user code: outside the lock
@@ -153,6 +153,14 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		return r
 	}
 	bt := b.index.get(r.Data) // calls the key function before changing anything
+	// Take the request from its stage: only the running stage's own,
+	// current Request can be taken, and once. Nothing fails after this.
+	rec, ok := r.take()
+	if !ok {
+		r.Err = ErrNotRunning
+		return r
+	}
+	rec.park(&r, b.node)
 	b.nextID++
 	id := b.nextID
 	// Watch the member's context only if it can end: a background
@@ -166,10 +174,6 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 			b.cancel(bt, id)
 		})
 	}
-	// Nothing can fail from here on: take the request.
-	if err := r.handOff(b.node); err != nil {
-		panic("statepipe: handOff failed after its checks") // unreachable
-	}
 	// The monotonic clock alone: half the cost of time.Now, which Add
 	// needs only for a new batch's linger deadline.
 	now := clock()
@@ -181,7 +185,7 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	if bt.members == nil && b.size == nil {
 		bt.members = b.spareMemberSlice()
 	}
-	bt.members = append(bt.members, member[T]{r: r, id: id, parked: now, size: size, stop: stop})
+	bt.members = append(bt.members, member[T]{rec: rec, id: id, parked: now, size: size, stop: stop})
 	bt.bytes += size
 	b.counters.parked++
 	switch {
@@ -192,7 +196,7 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	case b.cfg.maxWait == 0:
 		b.close(bt, FlushLinger)
 	}
-	return Request[T]{}
+	return parkedAt[T](b.node)
 }
 
 // spareMemberSlice returns an empty slice for a new batch's members, room
@@ -323,7 +327,7 @@ func (b *Batcher[T]) take(bt *batch[T], cancelled []member[T]) (kept, _ []member
 		} else if m.stop != nil {
 			// The watcher has fired and waits for b.mu; it will find the
 			// batch taken and leave the member to us.
-			m.r.Err = m.r.Ctx.Err()
+			m.rec.req.Err = m.rec.req.Ctx.Err()
 			b.counters.cancelled++
 			b.counters.parkedFor(clock() - m.parked)
 			cancelled = append(cancelled, m)
@@ -372,7 +376,7 @@ func (b *Batcher[T]) remove(bt *batch[T], id uint64) (member[T], bool) {
 		// batch would hold back idle flushes (engineIdle).
 		b.ready = slices.DeleteFunc(b.ready, func(x *batch[T]) bool { return x == bt })
 	}
-	m.r.Err = m.r.Ctx.Err()
+	m.rec.req.Err = m.rec.req.Ctx.Err()
 	b.counters.cancelled++
 	b.counters.parkedFor(clock() - m.parked)
 	return m, true
@@ -385,7 +389,7 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 	defer b.wg.Done()
 	reqs := b.spareRequests(len(members))
 	for i, m := range members {
-		reqs[i] = m.r
+		reqs[i] = m.rec.req
 	}
 	ctx := context.Background()
 	if b.cfg.timeout > 0 {
@@ -397,7 +401,7 @@ func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
 	if b.p.obs != nil {
 		ids = make([]uint64, len(members))
 		for i, m := range members {
-			ids[i] = m.r.id()
+			ids[i] = m.rec.req.ID()
 		}
 	}
 	start := time.Now()
@@ -428,7 +432,7 @@ func (b *Batcher[T]) settle(bt *batch[T], members []member[T], reqs []Request[T]
 	for i, m := range members {
 		// Only the fields flush may set are taken back: the rest is
 		// the engine's bookkeeping, whatever flush did to the slice.
-		r := m.r
+		r := &m.rec.req
 		r.Data, r.Err, r.Next = reqs[i].Data, reqs[i].Err, reqs[i].Next
 		if r.Err == nil && err != nil {
 			r.Err = err
@@ -436,7 +440,6 @@ func (b *Batcher[T]) settle(bt *batch[T], members []member[T], reqs []Request[T]
 		if r.Err != nil {
 			failed++
 		}
-		members[i].r = r
 	}
 	if obs := b.p.obs; obs != nil {
 		obs.Observe(Event{Kind: BatchFlushed, Ctx: ctx, Batch: b.cfg.name, Reason: bt.reason,
@@ -455,21 +458,24 @@ func (b *Batcher[T]) settle(bt *batch[T], members []member[T], reqs []Request[T]
 	// free again; the rest go back to the workers. They are counted
 	// first, so that a consumer that has them all sees them in Stats.
 	var tally outTally
-	done := make([]Request[T], 0, len(members))
-	if reuse {
-		done = reqs[:0]
-	}
+	finished := members[:0] // in place: a member resumed is not looked at again
 	for _, m := range members {
-		if m.r.Next == nil || m.r.Err != nil {
+		if r := &m.rec.req; r.Next == nil || r.Err != nil {
 			b.observeResumed(m)
-			tally.add(b.p.leaving(&m.r))
-			done = append(done, m.r)
+			tally.add(b.p.leaving(m.rec, r))
+			finished = append(finished, m)
 		} else {
 			b.resume(m)
 		}
 	}
 	b.p.countOut(b.node, &tally)
-	b.p.deliver(done...)
+	// Those that finish go out together: one update of the machine's count.
+	for _, m := range finished {
+		b.p.handOut(m.rec, m.rec.req)
+	}
+	if len(finished) > 0 {
+		b.p.release(int64(len(finished)))
+	}
 	if lastFlush && tally.n == len(members) && b.p.idleNow() {
 		// Nothing went back to the workers, so none will become idle
 		// again: a batch that gathered during this flush is flushed
@@ -494,13 +500,14 @@ func failAll[T any](reqs []Request[T]) {
 // resume sends a member on to the workers.
 func (b *Batcher[T]) resume(m member[T]) {
 	b.observeResumed(m)
-	b.p.resume(m.r)
+	b.p.resume(m.rec)
 }
 
 func (b *Batcher[T]) observeResumed(m member[T]) {
 	if obs := b.p.obs; obs != nil {
-		obs.Observe(Event{Kind: Resumed, Request: m.r.id(), Group: m.r.group.id, Ctx: m.r.Ctx,
-			Batch: b.cfg.name, Duration: nanos(clock() - m.parked), Err: m.r.Err})
+		r := &m.rec.req
+		obs.Observe(Event{Kind: Resumed, Request: r.ID(), Group: m.rec.group.id, Ctx: r.Ctx,
+			Batch: b.cfg.name, Duration: nanos(clock() - m.parked), Err: r.Err})
 	}
 }
 

@@ -230,15 +230,22 @@ func (rg *bxRig) sleeper(d time.Duration) {
 // bxDrain receives what is ready in g's output without blocking.
 func bxDrain(g *Group[bxItem]) []Request[bxItem] {
 	var out []Request[bxItem]
-	for {
+	for waited := false; ; {
 		select {
 		case r, ok := <-g.Out():
 			if !ok {
 				return out
 			}
 			out = append(out, r)
+			waited = false
 		default:
-			return out
+			if waited {
+				return out
+			}
+			// A large group moves results into Out as the consumer
+			// takes them: let it, then look again.
+			synctest.Wait()
+			waited = true
 		}
 	}
 }

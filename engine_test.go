@@ -448,74 +448,88 @@ func TestEngineAllocatesNothingPerRequest(t *testing.T) {
 // ---------------------------------------------------------------------------
 // Bad configuration.
 
-// etWide has 64 stages: more than WithDAG can track.
-type etWide struct{}
+// etWide has 70 stages in a chain, Start -> S01 -> ... -> S69; with loop
+// set, S69 goes back to S40: a cycle far past the 64 stages a word of
+// bits tracks.
+type etWide struct{ loop bool }
 
-func (etWide) Start(r Request[int]) Request[int] { return r }
-func (etWide) Close()                            {}
-func (etWide) S01(r Request[int]) Request[int]   { return r }
-func (etWide) S02(r Request[int]) Request[int]   { return r }
-func (etWide) S03(r Request[int]) Request[int]   { return r }
-func (etWide) S04(r Request[int]) Request[int]   { return r }
-func (etWide) S05(r Request[int]) Request[int]   { return r }
-func (etWide) S06(r Request[int]) Request[int]   { return r }
-func (etWide) S07(r Request[int]) Request[int]   { return r }
-func (etWide) S08(r Request[int]) Request[int]   { return r }
-func (etWide) S09(r Request[int]) Request[int]   { return r }
-func (etWide) S10(r Request[int]) Request[int]   { return r }
-func (etWide) S11(r Request[int]) Request[int]   { return r }
-func (etWide) S12(r Request[int]) Request[int]   { return r }
-func (etWide) S13(r Request[int]) Request[int]   { return r }
-func (etWide) S14(r Request[int]) Request[int]   { return r }
-func (etWide) S15(r Request[int]) Request[int]   { return r }
-func (etWide) S16(r Request[int]) Request[int]   { return r }
-func (etWide) S17(r Request[int]) Request[int]   { return r }
-func (etWide) S18(r Request[int]) Request[int]   { return r }
-func (etWide) S19(r Request[int]) Request[int]   { return r }
-func (etWide) S20(r Request[int]) Request[int]   { return r }
-func (etWide) S21(r Request[int]) Request[int]   { return r }
-func (etWide) S22(r Request[int]) Request[int]   { return r }
-func (etWide) S23(r Request[int]) Request[int]   { return r }
-func (etWide) S24(r Request[int]) Request[int]   { return r }
-func (etWide) S25(r Request[int]) Request[int]   { return r }
-func (etWide) S26(r Request[int]) Request[int]   { return r }
-func (etWide) S27(r Request[int]) Request[int]   { return r }
-func (etWide) S28(r Request[int]) Request[int]   { return r }
-func (etWide) S29(r Request[int]) Request[int]   { return r }
-func (etWide) S30(r Request[int]) Request[int]   { return r }
-func (etWide) S31(r Request[int]) Request[int]   { return r }
-func (etWide) S32(r Request[int]) Request[int]   { return r }
-func (etWide) S33(r Request[int]) Request[int]   { return r }
-func (etWide) S34(r Request[int]) Request[int]   { return r }
-func (etWide) S35(r Request[int]) Request[int]   { return r }
-func (etWide) S36(r Request[int]) Request[int]   { return r }
-func (etWide) S37(r Request[int]) Request[int]   { return r }
-func (etWide) S38(r Request[int]) Request[int]   { return r }
-func (etWide) S39(r Request[int]) Request[int]   { return r }
-func (etWide) S40(r Request[int]) Request[int]   { return r }
-func (etWide) S41(r Request[int]) Request[int]   { return r }
-func (etWide) S42(r Request[int]) Request[int]   { return r }
-func (etWide) S43(r Request[int]) Request[int]   { return r }
-func (etWide) S44(r Request[int]) Request[int]   { return r }
-func (etWide) S45(r Request[int]) Request[int]   { return r }
-func (etWide) S46(r Request[int]) Request[int]   { return r }
-func (etWide) S47(r Request[int]) Request[int]   { return r }
-func (etWide) S48(r Request[int]) Request[int]   { return r }
-func (etWide) S49(r Request[int]) Request[int]   { return r }
-func (etWide) S50(r Request[int]) Request[int]   { return r }
-func (etWide) S51(r Request[int]) Request[int]   { return r }
-func (etWide) S52(r Request[int]) Request[int]   { return r }
-func (etWide) S53(r Request[int]) Request[int]   { return r }
-func (etWide) S54(r Request[int]) Request[int]   { return r }
-func (etWide) S55(r Request[int]) Request[int]   { return r }
-func (etWide) S56(r Request[int]) Request[int]   { return r }
-func (etWide) S57(r Request[int]) Request[int]   { return r }
-func (etWide) S58(r Request[int]) Request[int]   { return r }
-func (etWide) S59(r Request[int]) Request[int]   { return r }
-func (etWide) S60(r Request[int]) Request[int]   { return r }
-func (etWide) S61(r Request[int]) Request[int]   { return r }
-func (etWide) S62(r Request[int]) Request[int]   { return r }
-func (etWide) S63(r Request[int]) Request[int]   { return r }
+func (w etWide) Start(r Request[int]) Request[int] { r.Next = w.S01; return r }
+func (etWide) Close()                              {}
+func (w etWide) S01(r Request[int]) Request[int]   { r.Data++; r.Next = w.S02; return r }
+func (w etWide) S02(r Request[int]) Request[int]   { r.Data++; r.Next = w.S03; return r }
+func (w etWide) S03(r Request[int]) Request[int]   { r.Data++; r.Next = w.S04; return r }
+func (w etWide) S04(r Request[int]) Request[int]   { r.Data++; r.Next = w.S05; return r }
+func (w etWide) S05(r Request[int]) Request[int]   { r.Data++; r.Next = w.S06; return r }
+func (w etWide) S06(r Request[int]) Request[int]   { r.Data++; r.Next = w.S07; return r }
+func (w etWide) S07(r Request[int]) Request[int]   { r.Data++; r.Next = w.S08; return r }
+func (w etWide) S08(r Request[int]) Request[int]   { r.Data++; r.Next = w.S09; return r }
+func (w etWide) S09(r Request[int]) Request[int]   { r.Data++; r.Next = w.S10; return r }
+func (w etWide) S10(r Request[int]) Request[int]   { r.Data++; r.Next = w.S11; return r }
+func (w etWide) S11(r Request[int]) Request[int]   { r.Data++; r.Next = w.S12; return r }
+func (w etWide) S12(r Request[int]) Request[int]   { r.Data++; r.Next = w.S13; return r }
+func (w etWide) S13(r Request[int]) Request[int]   { r.Data++; r.Next = w.S14; return r }
+func (w etWide) S14(r Request[int]) Request[int]   { r.Data++; r.Next = w.S15; return r }
+func (w etWide) S15(r Request[int]) Request[int]   { r.Data++; r.Next = w.S16; return r }
+func (w etWide) S16(r Request[int]) Request[int]   { r.Data++; r.Next = w.S17; return r }
+func (w etWide) S17(r Request[int]) Request[int]   { r.Data++; r.Next = w.S18; return r }
+func (w etWide) S18(r Request[int]) Request[int]   { r.Data++; r.Next = w.S19; return r }
+func (w etWide) S19(r Request[int]) Request[int]   { r.Data++; r.Next = w.S20; return r }
+func (w etWide) S20(r Request[int]) Request[int]   { r.Data++; r.Next = w.S21; return r }
+func (w etWide) S21(r Request[int]) Request[int]   { r.Data++; r.Next = w.S22; return r }
+func (w etWide) S22(r Request[int]) Request[int]   { r.Data++; r.Next = w.S23; return r }
+func (w etWide) S23(r Request[int]) Request[int]   { r.Data++; r.Next = w.S24; return r }
+func (w etWide) S24(r Request[int]) Request[int]   { r.Data++; r.Next = w.S25; return r }
+func (w etWide) S25(r Request[int]) Request[int]   { r.Data++; r.Next = w.S26; return r }
+func (w etWide) S26(r Request[int]) Request[int]   { r.Data++; r.Next = w.S27; return r }
+func (w etWide) S27(r Request[int]) Request[int]   { r.Data++; r.Next = w.S28; return r }
+func (w etWide) S28(r Request[int]) Request[int]   { r.Data++; r.Next = w.S29; return r }
+func (w etWide) S29(r Request[int]) Request[int]   { r.Data++; r.Next = w.S30; return r }
+func (w etWide) S30(r Request[int]) Request[int]   { r.Data++; r.Next = w.S31; return r }
+func (w etWide) S31(r Request[int]) Request[int]   { r.Data++; r.Next = w.S32; return r }
+func (w etWide) S32(r Request[int]) Request[int]   { r.Data++; r.Next = w.S33; return r }
+func (w etWide) S33(r Request[int]) Request[int]   { r.Data++; r.Next = w.S34; return r }
+func (w etWide) S34(r Request[int]) Request[int]   { r.Data++; r.Next = w.S35; return r }
+func (w etWide) S35(r Request[int]) Request[int]   { r.Data++; r.Next = w.S36; return r }
+func (w etWide) S36(r Request[int]) Request[int]   { r.Data++; r.Next = w.S37; return r }
+func (w etWide) S37(r Request[int]) Request[int]   { r.Data++; r.Next = w.S38; return r }
+func (w etWide) S38(r Request[int]) Request[int]   { r.Data++; r.Next = w.S39; return r }
+func (w etWide) S39(r Request[int]) Request[int]   { r.Data++; r.Next = w.S40; return r }
+func (w etWide) S40(r Request[int]) Request[int]   { r.Data++; r.Next = w.S41; return r }
+func (w etWide) S41(r Request[int]) Request[int]   { r.Data++; r.Next = w.S42; return r }
+func (w etWide) S42(r Request[int]) Request[int]   { r.Data++; r.Next = w.S43; return r }
+func (w etWide) S43(r Request[int]) Request[int]   { r.Data++; r.Next = w.S44; return r }
+func (w etWide) S44(r Request[int]) Request[int]   { r.Data++; r.Next = w.S45; return r }
+func (w etWide) S45(r Request[int]) Request[int]   { r.Data++; r.Next = w.S46; return r }
+func (w etWide) S46(r Request[int]) Request[int]   { r.Data++; r.Next = w.S47; return r }
+func (w etWide) S47(r Request[int]) Request[int]   { r.Data++; r.Next = w.S48; return r }
+func (w etWide) S48(r Request[int]) Request[int]   { r.Data++; r.Next = w.S49; return r }
+func (w etWide) S49(r Request[int]) Request[int]   { r.Data++; r.Next = w.S50; return r }
+func (w etWide) S50(r Request[int]) Request[int]   { r.Data++; r.Next = w.S51; return r }
+func (w etWide) S51(r Request[int]) Request[int]   { r.Data++; r.Next = w.S52; return r }
+func (w etWide) S52(r Request[int]) Request[int]   { r.Data++; r.Next = w.S53; return r }
+func (w etWide) S53(r Request[int]) Request[int]   { r.Data++; r.Next = w.S54; return r }
+func (w etWide) S54(r Request[int]) Request[int]   { r.Data++; r.Next = w.S55; return r }
+func (w etWide) S55(r Request[int]) Request[int]   { r.Data++; r.Next = w.S56; return r }
+func (w etWide) S56(r Request[int]) Request[int]   { r.Data++; r.Next = w.S57; return r }
+func (w etWide) S57(r Request[int]) Request[int]   { r.Data++; r.Next = w.S58; return r }
+func (w etWide) S58(r Request[int]) Request[int]   { r.Data++; r.Next = w.S59; return r }
+func (w etWide) S59(r Request[int]) Request[int]   { r.Data++; r.Next = w.S60; return r }
+func (w etWide) S60(r Request[int]) Request[int]   { r.Data++; r.Next = w.S61; return r }
+func (w etWide) S61(r Request[int]) Request[int]   { r.Data++; r.Next = w.S62; return r }
+func (w etWide) S62(r Request[int]) Request[int]   { r.Data++; r.Next = w.S63; return r }
+func (w etWide) S63(r Request[int]) Request[int]   { r.Data++; r.Next = w.S64; return r }
+func (w etWide) S64(r Request[int]) Request[int]   { r.Data++; r.Next = w.S65; return r }
+func (w etWide) S65(r Request[int]) Request[int]   { r.Data++; r.Next = w.S66; return r }
+func (w etWide) S66(r Request[int]) Request[int]   { r.Data++; r.Next = w.S67; return r }
+func (w etWide) S67(r Request[int]) Request[int]   { r.Data++; r.Next = w.S68; return r }
+func (w etWide) S68(r Request[int]) Request[int]   { r.Data++; r.Next = w.S69; return r }
+func (w etWide) S69(r Request[int]) Request[int] {
+	r.Data++
+	if w.loop {
+		r.Next = w.S40
+	}
+	return r
+}
 
 func TestNewInvalidConfig(t *testing.T) {
 	mw := func(stage string, r Request[int], next Stage[int]) Request[int] { return next(r) }
@@ -544,7 +558,6 @@ func TestNewInvalidConfig(t *testing.T) {
 		{"middleware of another data type", newEtM(), []Option{WithMiddleware(strMW)}, []string{"WithMiddleware", "data type"}},
 		{"empty middleware of another data type", newEtM(), []Option{WithMiddleware[string]()}, []string{"WithMiddleware", "data type"}},
 		{"middleware of two data types", newEtM(), []Option{WithMiddleware(mw), WithMiddleware(strMW)}, []string{"WithMiddleware", "data type"}},
-		{"WithDAG with 64 stages", etWide{}, []Option{WithDAG()}, []string{"WithDAG"}},
 		{"every problem named", nil, []Option{WithPipelines(0), WithMaxInFlight(0), nil},
 			[]string{"nil state machine", "WithPipelines", "WithMaxInFlight", "nil Option"}},
 	}
@@ -601,7 +614,7 @@ func TestNewValidEdgeConfig(t *testing.T) {
 		{"one worker", newEtM(), []Option{WithWorkers(1)}},
 		{"empty WithMiddleware", newEtM(), []Option{WithMiddleware[int]()}},
 		{"WithMiddleware twice", newEtM(), []Option{WithMiddleware(mw), WithMiddleware(mw, mw)}},
-		{"64 stages without WithDAG", etWide{}, []Option{WithWorkers(2)}},
+		{"70 stages", etWide{}, []Option{WithWorkers(2), WithDAG()}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -625,13 +638,33 @@ func TestNewValidEdgeConfig(t *testing.T) {
 						t.Errorf("result %d: %v", r.Data, r.Err)
 					}
 				}
-				if _, ok := tc.sm.(etWide); ok && len(p.Stages()) != 64 {
-					t.Errorf("%d stages found, want 64", len(p.Stages()))
+				if _, ok := tc.sm.(etWide); ok && len(p.Stages()) != 70 {
+					t.Errorf("%d stages found, want 70", len(p.Stages()))
 				}
 				p.Close()
 			})
 		})
 	}
+}
+
+// WithDAG detects a cycle whatever the number of stages. It used to track
+// 63 stage ids, and a cycle among stages beyond them ran for ever.
+func TestDAGDetectsCyclesPastSixtyFourStages(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		p := etNew[int](t, etWide{loop: true}, WithDAG(), WithWorkers(1))
+		res := p.Do(context.Background(), 0)
+		var cycle *CycleError
+		if !errors.As(res[0].Err, &cycle) || cycle.Stage != "S40" {
+			t.Fatalf("Err = %v, want a CycleError at S40", res[0].Err)
+		}
+		if want := []string{"S62", "S63", "S64", "S65", "S66", "S67", "S68", "S69"}; !slices.Equal(cycle.Path, want) {
+			t.Errorf("path %v, want the last eight stages %v", cycle.Path, want)
+		}
+		if res[0].Data != 69 {
+			t.Errorf("Data %d, want 69: every stage ran once", res[0].Data)
+		}
+		p.Close()
+	})
 }
 
 // A bound too large to allocate is a bad configuration: New must report it
@@ -1254,7 +1287,7 @@ func (m *etParkM) etResume(r Request[etParkJob]) {
 		r.Data.cancel()
 		r.Next = m.after
 	}
-	r.group.p.resume(r)
+	etResumeParked(r)
 }
 
 // etParkWant is the result of a request of the given mode.

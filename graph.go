@@ -3,20 +3,25 @@ package statepipe
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
 )
 
-// Nodes of the observed graph are numbered in one byte: stages by their
-// id, batchers after them, and three ends.
+// node is a node of the observed graph: a stage by its id, a batcher
+// from firstBatchNode on, or one of the three ends.
+type node uint32
+
 const (
-	firstBatchNode = maxStageIDs // batcher i is node firstBatchNode+i
-	maxBatchers    = 64
-	nodeIn         = 253 // where every request enters: Submit
-	nodeDone       = 254 // where a request leaves with Err == nil
-	nodeFailed     = 255 // where a request leaves with an error
+	firstBatchNode node = 1 << 24            // batcher i is node firstBatchNode+i
+	nodeIn         node = math.MaxUint32 - 2 // where every request enters: Submit
+	nodeDone       node = math.MaxUint32 - 1 // where a request leaves with Err == nil
+	nodeFailed     node = math.MaxUint32     // where a request leaves with an error
 )
+
+// batchNode returns the node of the i-th batcher.
+func batchNode(i int) node { return firstBatchNode + node(i) }
 
 // The ends of the graph have names no stage can have.
 const (
@@ -68,21 +73,23 @@ func (p *Pipelines[T]) Graph() Graph {
 	edges := &c.edges
 	stats := p.Stats()
 	var g Graph
-	name := func(node uint8) string {
+	name := func(n node) string {
 		switch {
-		case node == nodeIn:
+		case n == nodeIn:
 			return inName
-		case node == nodeDone:
+		case n == nodeDone:
 			return doneName
-		case node == nodeFailed:
+		case n == nodeFailed:
 			return failedName
-		case node >= firstBatchNode:
-			if i := int(node - firstBatchNode); i < len(stats.Batchers) {
+		case n >= firstBatchNode:
+			if i := int(n - firstBatchNode); i < len(stats.Batchers) {
 				return stats.Batchers[i].Name
 			}
-			return fmt.Sprintf("batch%d", node-firstBatchNode)
+			return fmt.Sprintf("batch%d", n-firstBatchNode)
+		case int(n) < len(stats.Stages):
+			return stats.Stages[n].Name
 		}
-		return stats.Stages[node].Name
+		return fmt.Sprintf("stage%d", n)
 	}
 	g.Nodes = append(g.Nodes, GraphNode{Name: inName, Kind: NodeIn, Runs: stats.Submitted})
 	for _, s := range stats.Stages {
@@ -94,7 +101,7 @@ func (p *Pipelines[T]) Graph() Graph {
 	g.Nodes = append(g.Nodes,
 		GraphNode{Name: doneName, Kind: NodeDone, Runs: stats.Completed},
 		GraphNode{Name: failedName, Kind: NodeFailed, Runs: stats.Failed})
-	edges.each(func(from, to uint8, e *edgeData) {
+	edges.each(func(from, to node, e *edgeData) {
 		ge := GraphEdge{From: name(from), To: name(to), Count: e.count}
 		if e.timed > 0 {
 			ge.MeanLatency = time.Duration(e.timedSum / int64(e.timed))
@@ -194,11 +201,11 @@ type edgeCounts struct {
 	slots [128]edgeSlot
 	taken [128]uint8 // indices of the slots in use, so reset touches only those
 	n     int
-	spill map[uint16]*edgeData
+	spill map[uint64]*edgeData
 }
 
 type edgeSlot struct {
-	key  uint32 // 1 + from<<8 | to; 0 is empty
+	key  uint64 // 1 + from<<32 | to; 0 is empty
 	data edgeData
 }
 
@@ -208,8 +215,10 @@ type edgeData struct {
 	timedSum int64  // their total time in From, in nanoseconds
 }
 
+func edgeKey(from, to node) uint64 { return uint64(from)<<32 | uint64(to) }
+
 // add counts a transition; ns < 0 means From's run was not timed.
-func (c *edgeCounts) add(from, to uint8, ns int64) {
+func (c *edgeCounts) add(from, to node, ns int64) {
 	e := c.data(from, to)
 	e.count++
 	if ns >= 0 {
@@ -218,10 +227,11 @@ func (c *edgeCounts) add(from, to uint8, ns int64) {
 	}
 }
 
-func (c *edgeCounts) data(from, to uint8) *edgeData {
-	key := uint16(from)<<8 | uint16(to)
-	want := uint32(key) + 1
-	i := int(key*40503>>9) % len(c.slots) // a multiplicative hash spreads the keys
+func (c *edgeCounts) data(from, to node) *edgeData {
+	key := edgeKey(from, to)
+	want := key + 1
+	// A multiplicative hash spreads the keys; the top bits index a slot.
+	i := int((key * 0x9E3779B97F4A7C15) >> (64 - 7))
 	for range len(c.slots) {
 		s := &c.slots[i]
 		if s.key == want {
@@ -236,7 +246,7 @@ func (c *edgeCounts) data(from, to uint8) *edgeData {
 		i = (i + 1) % len(c.slots)
 	}
 	if c.spill == nil {
-		c.spill = map[uint16]*edgeData{}
+		c.spill = map[uint64]*edgeData{}
 	}
 	e := c.spill[key]
 	if e == nil {
@@ -246,19 +256,19 @@ func (c *edgeCounts) data(from, to uint8) *edgeData {
 	return e
 }
 
-func (c *edgeCounts) each(f func(from, to uint8, e *edgeData)) {
+func (c *edgeCounts) each(f func(from, to node, e *edgeData)) {
 	for _, i := range c.taken[:c.n] {
 		s := &c.slots[i]
-		k := uint16(s.key - 1)
-		f(uint8(k>>8), uint8(k), &s.data)
+		k := s.key - 1
+		f(node(k>>32), node(k), &s.data)
 	}
 	for k, e := range c.spill {
-		f(uint8(k>>8), uint8(k), e)
+		f(node(k>>32), node(k), e)
 	}
 }
 
 func (c *edgeCounts) merge(o *edgeCounts) {
-	o.each(func(from, to uint8, e *edgeData) {
+	o.each(func(from, to node, e *edgeData) {
 		d := c.data(from, to)
 		d.count += e.count
 		d.timed += e.timed

@@ -169,14 +169,14 @@ func TestEdgeCountsSpill(t *testing.T) {
 	var c edgeCounts
 	for from := range 20 {
 		for to := range 20 {
-			c.add(uint8(from), uint8(to), int64(from))
+			c.add(node(from), node(to), int64(from))
 		}
 	}
 	var merged edgeCounts
 	merged.merge(&c)
 	merged.merge(&c)
 	n := 0
-	merged.each(func(from, to uint8, e *edgeData) {
+	merged.each(func(from, to node, e *edgeData) {
 		n++
 		if e.count != 2 || e.timed != 2 || e.timedSum != 2*int64(from) {
 			t.Errorf("edge %d->%d: %+v", from, to, *e)
@@ -186,5 +186,5 @@ func TestEdgeCountsSpill(t *testing.T) {
 		t.Fatalf("%d edges, want 400", n)
 	}
 	c.reset()
-	c.each(func(uint8, uint8, *edgeData) { t.Fatal("edge left after reset") })
+	c.each(func(node, node, *edgeData) { t.Fatal("edge left after reset") })
 }

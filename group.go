@@ -4,38 +4,54 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Group is one caller's stream through shared Pipelines: what it submits
 // comes back only on its own Out. Groups are independent: a group whose
 // consumer stops reading blocks only its own Submit.
 //
-// To stop early, cancel the context you submitted with (the requests still
-// inside then finish with its error) and Close the group; results not yet
-// received stay in Out's buffer and are dropped with the group. Nothing
-// waits for a consumer that went away.
+// A group costs what it holds, not its bound: about 2 KiB and a handful of
+// allocations when made, and the results it holds as they come.
 type Group[T any] struct {
 	p       *Pipelines[T]
-	out     chan Request[T] // buffered to limit, so delivery never blocks
+	id      uint64 // unique within the Pipelines
 	limit   int64
-	pending lifecycle // admitted, not yet in out; drained closes out
-	room    wakeup    // a delivery wakes a Submit waiting for room
-
-	id        uint64                     // unique within the Pipelines
-	pause     atomic.Pointer[time.Timer] // a waiting Submit's timer, kept for the next: waiting allocates nothing
-	submitted atomic.Uint64              // requests accepted: the next submission position
-	done      chan struct{}              // closed by Close: wakes blocked Submits
-	once      sync.Once
-
-	// Ordered groups only: results wait in ring, at seq % limit, until
-	// every earlier one has gone to out.
 	ordered bool
-	mu      sync.Mutex
-	next    uint64 // next position to release; guarded by mu
-	ring    []Request[T]
-	ready   []bool
+	out     chan Request[T] // Out; buffers min(limit, outBuffer) results
+
+	// Places in the group (see closedBit): admitted counts places taken,
+	// returned those given back by Submits that failed after taking one,
+	// sent the results put into out (or dropped by Discard). A result
+	// still in out's buffer is held; so the group holds
+	// admitted - returned - sent + len(out).
+	admitted atomic.Int64
+	returned atomic.Int64
+	sent     atomic.Int64
+	room     wakeup // a delivery or a receive seen wakes a Submit waiting for room
+	seqs     atomic.Uint64
+
+	// betweenReads, if set, runs in heldAt between its reads: a test
+	// forces the interleavings that admission must survive.
+	betweenReads func()
+
+	done      chan struct{} // closed by Close: wakes blocked Submits
+	closeOnce sync.Once
+	finished  atomic.Bool // out is closed
+	discarded atomic.Bool
+
+	mu sync.Mutex
+	q  outQueue[T] // results on their way to out; guarded by mu
+
+	// Do's groups deliver into sink, by position, instead of out.
+	sink     []Request[T]
+	owed     atomic.Int64
+	sinkDone chan struct{}
 }
+
+// outBuffer is the most results Out's channel buffers. A group with a
+// larger bound keeps the rest in memory behind it as they come, and
+// moves them into Out with a goroutine of its own while there are any.
+const outBuffer = 16
 
 // NewGroup returns a new group. On closed Pipelines it returns a closed
 // group: Submit returns ErrClosed and Out is closed.
@@ -50,19 +66,11 @@ func (p *Pipelines[T]) NewGroup(opts ...GroupOption) *Group[T] {
 	g := &Group[T]{
 		p:       p,
 		id:      p.groupIDs.Add(1),
-		out:     make(chan Request[T], limit),
+		out:     make(chan Request[T], min(limit, outBuffer)),
 		limit:   int64(limit),
 		done:    make(chan struct{}),
 		room:    newWakeup(),
 		ordered: gc.ordered,
-	}
-	g.pending.drained = func() {
-		close(g.out)
-		p.unregister(g)
-	}
-	if g.ordered {
-		g.ring = make([]Request[T], limit)
-		g.ready = make([]bool, limit)
 	}
 	if !p.register(g) {
 		g.Close()
@@ -76,6 +84,12 @@ func (p *Pipelines[T]) NewGroup(opts ...GroupOption) *Group[T] {
 // the Pipelines are closed. Once Submit returns nil, the request comes out
 // of Out exactly once. Submit is safe for concurrent use; requests
 // submitted concurrently have no order among themselves.
+//
+// A blocked Submit costs no CPU while it waits. It wakes when the
+// consumer makes room: at once if the group has results waiting behind
+// Out's buffer, otherwise within a pause that grows from 20µs to 5ms while
+// the consumer takes nothing (one goroutine per Pipelines watches for
+// that, whatever the number of groups and waiters; see Group.Out).
 func (g *Group[T]) Submit(ctx context.Context, data T) error {
 	if ctx == nil {
 		return ErrNilContext
@@ -86,69 +100,98 @@ func (g *Group[T]) Submit(ctx context.Context, data T) error {
 	if err := g.admit(ctx); err != nil {
 		return err
 	}
-	if err := g.p.admit(ctx, g.done); err != nil {
-		g.pending.done(1)
-		g.room.signal() // the place is free again
+	id, err := g.p.admit(ctx, g.done)
+	if err != nil {
+		g.giveBack()
 		return err
 	}
-	// Nothing fails from here on, so submission positions have no holes,
-	// which the ordered release relies on.
-	seq := g.submitted.Add(1) - 1
-	r := Request[T]{Ctx: ctx, Data: data, Next: g.p.start, group: g, seq: seq, from: nodeIn}
-	if timed(seq) || g.p.obs != nil {
-		r.queued = clock() // this one is timed; see Stats
+	var seq uint64
+	if g.ordered {
+		// Positions are given after both admissions, so they have no
+		// holes, which the ordered release relies on.
+		seq = g.seqs.Add(1) - 1
 	}
-	g.p.in <- r // never blocks: in has room for every request inside
+	g.p.enqueue(g, ctx, data, id, seq)
 	return nil
 }
 
-// admit takes a place in the group. A place is freed when the consumer
-// receives from Out, and a receive from a channel cannot be observed. So a
-// full group waits for the next delivery of one of its requests (the
-// consumer usually receives soon after one) or for a pause that grows from
-// 20µs to 1ms, whichever comes first, and looks again.
+// admit takes a place in the group.
 func (g *Group[T]) admit(ctx context.Context) error {
-	var t *time.Timer
-	defer func() {
-		if t != nil {
-			t.Stop()
-			g.pause.CompareAndSwap(nil, t) // keep it for the next wait
-		}
-	}()
-	pause := 20 * time.Microsecond
 	for {
-		ok, closed := g.pending.add(g.buffered, g.limit)
-		if ok {
-			if g.hasRoom() {
-				g.room.signal() // room is left for the next waiter
+		a := g.admitted.Load()
+		if a&closedBit != 0 {
+			return ErrClosed
+		}
+		if g.heldAt(a) < g.limit {
+			if !g.admitted.CompareAndSwap(a, a+1) {
+				continue
+			}
+			if g.room.waiters.Load() > 0 && g.heldAt(a+1) < g.limit {
+				g.room.signalNow() // room is left for the next waiter
 			}
 			return nil
 		}
-		if closed {
-			return ErrClosed
-		}
-		if t == nil {
-			if t = g.pause.Swap(nil); t == nil {
-				t = time.NewTimer(pause)
-			}
-		}
-		t.Reset(pause)
-		if err := g.room.wait(ctx, g.hasRoom, t.C, g.done, g.p.closing); err != nil {
+		if err := g.waitRoom(ctx); err != nil {
 			return err
 		}
-		pause = min(2*pause, time.Millisecond)
 	}
 }
 
-// buffered is the number of results in out, not yet received.
-func (g *Group[T]) buffered() int64 { return int64(len(g.out)) }
+// heldAt returns how many results the group holds if a places are taken:
+// admitted and not yet received. Reading sent before len(out) errs on the
+// side of holding more, never less: a result is counted in sent only after
+// it is in out.
+func (g *Group[T]) heldAt(a int64) int64 {
+	sent := g.sent.Load()
+	if g.betweenReads != nil {
+		g.betweenReads()
+	}
+	return a&^closedBit - g.returned.Load() - (sent - int64(len(g.out)))
+}
+
+// receives returns a count of the results the consumer has received: never
+// more than it has, so that it only grows when the consumer takes one
+// (deliveries raise sent and len(out) alike).
+func (g *Group[T]) receives() int64 {
+	sent := g.sent.Load()
+	return sent - int64(len(g.out))
+}
 
 // hasRoom reports whether Submit could take a place now.
-func (g *Group[T]) hasRoom() bool { return g.pending.count()+g.buffered() < g.limit }
+func (g *Group[T]) hasRoom() bool { return g.heldAt(g.admitted.Load()) < g.limit }
+
+// owedNow returns the results admitted and not yet put into out.
+func (g *Group[T]) owedNow() int64 {
+	return g.admitted.Load()&^closedBit - g.returned.Load() - g.sent.Load()
+}
+
+// waitRoom waits until the group may have room. The results the group
+// holds in Out's buffer leave it unseen; if there are any, the group is
+// watched for them (see roomWatch).
+func (g *Group[T]) waitRoom(ctx context.Context) error {
+	if len(g.out) > 0 {
+		g.p.watch.add(g)
+	}
+	return g.room.wait(ctx, g.hasRoom, nil, g.done, g.p.closing)
+}
+
+// giveBack returns the place of a Submit that failed after taking one.
+func (g *Group[T]) giveBack() {
+	g.returned.Add(1)
+	g.room.signal()
+	g.maybeFinish()
+}
 
 // Out returns the channel of finished requests: each with Err nil, or the
 // error that stopped it, and Next nil. It is closed after Close (of the
 // group or of the Pipelines) once the last result is in it.
+//
+// Out's channel buffers up to 16 results. A group whose bound is larger
+// keeps the results its consumer has not taken yet behind it, in memory
+// that grows and shrinks with them, and one goroutine moves them into Out
+// while there are any. That goroutine ends when they are received, so a
+// consumer that stops reading a large group early should Discard it, or
+// the goroutine waits for it (also after Pipelines.Close).
 func (g *Group[T]) Out() <-chan Request[T] { return g.out }
 
 // Close marks the end of the group's input: Submit returns ErrClosed from
@@ -156,51 +199,72 @@ func (g *Group[T]) Out() <-chan Request[T] { return g.out }
 // last. Close never waits for the consumer, and calling it again does
 // nothing.
 func (g *Group[T]) Close() {
-	g.once.Do(func() {
+	g.closeOnce.Do(func() {
+		for {
+			a := g.admitted.Load()
+			if g.admitted.CompareAndSwap(a, a|closedBit) {
+				break
+			}
+		}
 		close(g.done)
-		g.pending.close()
+		g.maybeFinish()
 	})
 }
 
-// deliver puts finished requests into out: at once, or for an ordered
-// group once every earlier submission is out. out has room: at most limit
-// requests are admitted and not yet received. The count of pending
-// requests drops once for all of them, after the last is in out.
-func (g *Group[T]) deliver(rs ...Request[T]) {
-	released := int64(len(rs))
-	if !g.ordered {
-		for i := range rs {
-			g.out <- rs[i]
-		}
-	} else {
-		released = 0
-		g.mu.Lock()
-		n := uint64(len(g.ring))
-		for i := range rs {
-			seq := rs[i].seq
-			g.ring[seq%n], g.ready[seq%n] = rs[i], true
-		}
-		for i := g.next % n; g.ready[i]; i = g.next % n {
-			g.out <- g.ring[i]
-			g.ring[i], g.ready[i] = Request[T]{}, false
-			g.next++
-			released++
-		}
-		g.mu.Unlock()
+// Discard is for a consumer that stops reading before Out closes: it
+// closes the group, as Close does, and drops every result not yet
+// received: those in Out's buffer, those waiting behind it, and those of
+// requests still inside the machine, as they finish (cancel their context
+// to make them finish sooner). Out closes once the last is dropped. After
+// Discard nothing of the group waits for its consumer.
+func (g *Group[T]) Discard() {
+	g.Close()
+	if g.discarded.Swap(true) {
+		return
 	}
-	if released > 0 {
-		g.pending.done(released)
-		g.room.signal()
+	g.mu.Lock()
+	dropped := g.q.discard()
+	g.mu.Unlock()
+	g.delivered(dropped, false)
+	// The consumer is gone: take what it left in out. That also makes room
+	// for the one result a forwarder may be sending, so that it ends.
+	for {
+		select {
+		case _, ok := <-g.out:
+			if !ok {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+// maybeFinish closes out once the group is closed and every result
+// admitted is in it (or dropped). Whoever makes the last of those changes
+// calls it: all counters only grow, so it cannot see the end early.
+func (g *Group[T]) maybeFinish() {
+	a := g.admitted.Load()
+	if a&closedBit == 0 || a&^closedBit-g.returned.Load()-g.sent.Load() != 0 {
+		return
+	}
+	if g.finished.CompareAndSwap(false, true) {
+		close(g.out)
+		g.p.unregister(g)
 	}
 }
 
 func (g *Group[T]) stats() GroupStats {
+	g.mu.Lock()
+	behind := g.q.backlog.Len() + g.q.waiting.Len()
+	g.mu.Unlock()
+	submitted := g.admitted.Load()&^closedBit - g.returned.Load()
 	return GroupStats{
 		ID:        g.id,
 		Ordered:   g.ordered,
 		Limit:     int(g.limit),
-		Submitted: g.submitted.Load(),
-		Pending:   int(g.pending.count()),
-		Buffered:  len(g.out),
+		Submitted: uint64(submitted),
+		Pending:   int(max(0, submitted-g.sent.Load()-int64(behind))),
+		Buffered:  len(g.out) + behind,
 	}
 }

@@ -518,7 +518,7 @@ func TestGroupMaxInFlightClamped(t *testing.T) {
 			{[]GroupOption{MaxInFlight(3), Ordered(), MaxInFlight(7)}, 7},
 		} {
 			g := p.NewGroup(c.opts...)
-			if got := cap(g.Out()); got != c.want {
+			if got := g.stats().Limit; got != c.want {
 				t.Errorf("case %d: bound %d, want %d", i, got, c.want)
 			}
 			// The bound is what Submit enforces: fill it, and one more

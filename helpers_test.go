@@ -173,12 +173,22 @@ func etWithin(t testing.TB, d time.Duration, what string, f func()) {
 
 // etHandOff takes r from the worker running its stage, the way a Batcher
 // parks a request: from then on the worker lets go of it, whatever the
-// stage returns, and the caller must resume it exactly once with
-// r.group.p.resume. All the engine tests park through here.
+// stage returns or does, and the caller must resume it exactly once with
+// etResumeParked. All the engine tests park through here.
 func etHandOff[T any](r *Request[T]) {
-	if err := r.handOff(firstBatchNode); err != nil {
-		panic(err)
+	rec, ok := r.take()
+	if !ok {
+		panic("etHandOff: not the request of the running stage call")
 	}
+	rec.park(r, firstBatchNode)
+}
+
+// etResumeParked resumes a request parked with etHandOff, as r says: at
+// r.Next, or out if Next is nil or Err is set.
+func etResumeParked[T any](r Request[T]) {
+	rec := r.rec
+	rec.req = r
+	rec.p.resume(rec)
 }
 
 // etSubmitRange submits 0..n-1 to g in order, then closes g; run it in a

@@ -6,66 +6,22 @@ import (
 	"time"
 )
 
-// lifecycle counts work in progress for an owner that can be closed: once
-// closed, nothing more is added, and drained runs exactly once, when the
-// count reaches zero. Pipelines use it for requests inside the machine,
-// groups for requests not yet in their output.
-type lifecycle struct {
-	state   atomic.Int64 // closedBit | count
-	drained func()
-}
-
+// Admission counts places with counters that only grow: places taken,
+// places given back, results handed on. A check that reads them one after
+// another, each at a different moment, can then only see less room than
+// there is, never more, and a compare-and-swap on the count of places taken
+// cannot succeed on a stale value (the ABA a count that goes up and down
+// would allow). The count of places taken also carries closedBit once its
+// owner closes, so that no place is taken after that.
 const closedBit = 1 << 62
 
-// add counts one more unit of work unless closed or count+used() would
-// reach limit. used is read after the count, so that work moving from the
-// count to what used measures (a result going into a group's buffer: sent
-// first, uncounted second) is never missed, only counted twice for a
-// moment. It reports whether it counted, and whether the owner is closed.
-func (l *lifecycle) add(used func() int64, limit int64) (ok, closed bool) {
-	for {
-		s := l.state.Load()
-		if s&closedBit != 0 {
-			return false, true
-		}
-		if s+used() >= limit {
-			return false, false
-		}
-		if l.state.CompareAndSwap(s, s+1) {
-			return true, false
-		}
-	}
+// paddedCount is a counter on a cache line of its own: the counts of
+// places taken and given back are written by different goroutines
+// (submitters and workers), which must not slow each other down.
+type paddedCount struct {
+	atomic.Int64
+	_ [56]byte
 }
-
-// done uncounts n units of work.
-func (l *lifecycle) done(n int64) {
-	if l.state.Add(-n) == closedBit {
-		l.drained()
-	}
-}
-
-// close stops further adds; drained runs now if nothing is counted.
-// It reports whether this call closed it.
-func (l *lifecycle) close() bool {
-	for {
-		s := l.state.Load()
-		if s&closedBit != 0 {
-			return false
-		}
-		if l.state.CompareAndSwap(s, s|closedBit) {
-			if s == 0 {
-				l.drained()
-			}
-			return true
-		}
-	}
-}
-
-// count returns the work in progress.
-func (l *lifecycle) count() int64 { return l.state.Load() &^ closedBit }
-
-// closed reports whether close has been called.
-func (l *lifecycle) closed() bool { return l.state.Load()&closedBit != 0 }
 
 // wakeup lets goroutines wait for room that others free, without a lock
 // on the path that frees it: signal costs one atomic load when nobody waits.
@@ -76,10 +32,10 @@ type wakeup struct {
 
 func newWakeup() wakeup { return wakeup{ch: make(chan struct{}, 1)} }
 
-// wait blocks until room() is true, a wake-up arrives, timeout fires (nil:
+// wait blocks until room() is true, a wake-up arrives, poll fires (nil:
 // never), ctx ends, or one of stop closes. The caller re-checks for room
 // after it returns nil.
-func (w *wakeup) wait(ctx context.Context, room func() bool, timeout <-chan time.Time, stop, stop2 <-chan struct{}) error {
+func (w *wakeup) wait(ctx context.Context, room func() bool, poll <-chan time.Time, stop, stop2 <-chan struct{}) error {
 	w.waiters.Add(1)
 	defer w.waiters.Add(-1)
 	// Registered first, checked second: a signal sent after this check
@@ -90,7 +46,7 @@ func (w *wakeup) wait(ctx context.Context, room func() bool, timeout <-chan time
 	select {
 	case <-w.ch:
 		return nil
-	case <-timeout:
+	case <-poll:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -2,13 +2,19 @@ package statepipe
 
 import (
 	"context"
+	"log/slog"
+	"sync/atomic"
 	"time"
 )
 
 // An Observer receives the engine's events: to trace requests, export
 // metrics, or log. It is called synchronously on the goroutine where the
 // event happens (a worker, or a batcher's flush), so it must be fast and
-// must not block; it is called concurrently from several goroutines.
+// must not block; it is called concurrently from several goroutines. A
+// panic in Observe is recovered and dropped with its event, so that an
+// observer's bug cannot take a request or the engine down with it: the
+// first panic is logged ([WithLogger]) and every one is counted in
+// [Stats].ObserverPanics.
 //
 // Without an Observer (the default) the engine does no work for events.
 // With one, every stage run is timed (two clock readings), and Observe is
@@ -89,9 +95,58 @@ type Event struct {
 // Off by default.
 func WithObserver(o Observer) Option {
 	return optionFunc(func(c *config) {
-		if o == nil {
+		if f, isFunc := o.(ObserverFunc); o == nil || isFunc && f == nil {
 			c.problems = append(c.problems, "WithObserver: nil observer")
 		}
 		c.observer = o
 	})
+}
+
+// safeObserver returns o with its panics recovered (see Observer), and
+// keeps it a FlushObserver if it is one.
+func safeObserver(o Observer, log *slog.Logger) Observer {
+	s := &recovering{o: o, log: log}
+	if fo, ok := o.(FlushObserver); ok {
+		return &recoveringFlush{recovering: s, fo: fo}
+	}
+	return s
+}
+
+type recovering struct {
+	o      Observer
+	log    *slog.Logger
+	panics atomic.Uint64
+}
+
+func (s *recovering) Observe(e Event) {
+	defer func() {
+		if v := recover(); v != nil {
+			if s.panics.Add(1) == 1 {
+				s.log.Error("statepipe: observer panicked; its events are dropped while it does", "event", e.Kind, "panic", v)
+			}
+		}
+	}()
+	s.o.Observe(e)
+}
+
+// recoveringFlush passes FlushStarting on; a panic there is the flush's
+// (Batcher.call recovers it and fails the batch).
+type recoveringFlush struct {
+	*recovering
+	fo FlushObserver
+}
+
+func (s *recoveringFlush) FlushStarting(ctx context.Context, batch string, reason FlushReason, members []uint64) context.Context {
+	return s.fo.FlushStarting(ctx, batch, reason, members)
+}
+
+// observerPanics returns how many panics o recovered.
+func observerPanics(o Observer) uint64 {
+	switch s := o.(type) {
+	case *recovering:
+		return s.panics.Load()
+	case *recoveringFlush:
+		return s.panics.Load()
+	}
+	return 0
 }

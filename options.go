@@ -151,9 +151,6 @@ func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []M
 	if c.pipelines != 0 && c.workers != 0 {
 		c.problems = append(c.problems, "WithPipelines and WithWorkers both set; choose one")
 	}
-	if c.dag && stages > otherStage {
-		c.problems = append(c.problems, "WithDAG: more stages than can be tracked")
-	}
 	var mws []Middleware[T]
 	if c.middleware != nil {
 		var ok bool

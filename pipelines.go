@@ -2,7 +2,10 @@ package statepipe
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -11,40 +14,48 @@ import (
 
 // Pipelines runs requests through a state machine on a fixed set of worker
 // goroutines. Create it with [New], feed it through groups
-// ([Pipelines.NewGroup]) and stop it with [Pipelines.Close].
+// ([Pipelines.NewGroup]) or [Pipelines.Do], and stop it with
+// [Pipelines.Close].
 type Pipelines[T any] struct {
-	sm     StateMachine[T]
-	cfg    config
-	mws    []Middleware[T]
-	log    *slog.Logger
-	obs    Observer // nil: no events
-	stages *stageIndex
-	start  Stage[T]
+	sm      StateMachine[T]
+	cfg     config
+	mws     []Middleware[T]
+	log     *slog.Logger
+	obs     Observer // nil: no events; otherwise it recovers the user's panics
+	stages  *stageIndex
+	start   Stage[T]
+	records records[T]
 
 	// in carries new and resumed requests to the workers. It never fills:
 	// its capacity is the bound on requests inside the machine.
-	in      chan Request[T]
-	life    lifecycle     // requests inside the machine; drained closes drained
-	room    wakeup        // wakes a Submit waiting for room inside the machine
-	drained chan struct{} // closed once closing and nothing is inside
-	closing chan struct{} // closed when Close begins; wakes blocked Submits
+	in chan *record[T]
+
+	// Places inside the machine (see closedBit): admitted counts requests
+	// let in (so it is also their id), released those handed to their
+	// group. Close sets closedBit in admitted.
+	admitted  paddedCount
+	released  paddedCount
+	room      wakeup        // wakes a Submit waiting for room inside the machine
+	watch     *roomWatch[T] // wakes a Submit waiting for room its group's consumer made
+	drained   chan struct{} // closed once closing and nothing is inside
+	drainOnce sync.Once
+	closing   chan struct{} // closed when Close begins; wakes blocked Submits
 
 	workers []*worker[T]
 	idle    atomic.Int32 // workers waiting for a request
 	exited  atomic.Int32 // workers gone after Close
 	wg      sync.WaitGroup
 
-	mu              sync.Mutex
-	groups          map[*Group[T]]struct{} // open groups, closed by Close
-	groupIDs        atomic.Uint64          // the last group id given
-	closedSubmitted uint64                 // requests submitted to groups gone from groups
+	mu       sync.Mutex
+	groups   map[*Group[T]]struct{} // open groups, closed by Close
+	groupIDs atomic.Uint64          // the last group id given
 
 	// Counts of the requests batchers finished themselves (see outTally).
 	outside struct {
 		mu sync.Mutex
 		c  counts
 	}
-	parkers atomic.Pointer[[]parker] // copy on write, read when idle; index i is graph node firstBatchNode+i
+	parkers atomic.Pointer[[]parker] // copy on write, read when idle; index i is graph node batchNode(i)
 	once    sync.Once
 }
 
@@ -61,14 +72,12 @@ type parker interface {
 	name() string
 }
 
-// batchName returns the name of the parker at a graph node.
-func (p *Pipelines[T]) batchName(node uint8) string {
-	parkers := *p.parkers.Load()
-	if i := int(node) - firstBatchNode; i >= 0 && i < len(parkers) {
-		return parkers[i].name()
-	}
-	return "batch"
-}
+// ErrCloseInStage is returned by [Pipelines.Close] when it is called from
+// a goroutine of the engine (a stage, a middleware, a flush, or an
+// Observer called there): Close waits for every request to finish, so
+// from there it would wait for itself. Nothing is closed; call Close from
+// another goroutine.
+var ErrCloseInStage = errors.New("statepipe: Close called from a stage, a flush or an observer; it would wait for itself")
 
 // New finds the stages of sm, starts the workers and returns the running
 // Pipelines. Configuration problems are reported as one error wrapping
@@ -82,32 +91,79 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 	if err != nil {
 		return nil, err
 	}
-	n := cfg.maxInFlight
 	p := &Pipelines[T]{
 		sm:      sm,
 		cfg:     cfg,
 		mws:     mws,
 		log:     cfg.logger,
-		obs:     cfg.observer,
 		start:   sm.Start,
-		in:      make(chan Request[T], n),
+		in:      make(chan *record[T], cfg.maxInFlight),
 		room:    newWakeup(),
 		drained: make(chan struct{}),
 		closing: make(chan struct{}),
 		groups:  make(map[*Group[T]]struct{}),
+		watch:   newRoomWatch[T](),
 	}
+	if cfg.observer != nil {
+		p.obs = safeObserver(cfg.observer, p.log)
+	}
+	p.records.p = p
 	p.stages = newStageIndex(sm, names, codeOf(p.start))
-	p.life.drained = func() { close(p.drained) }
 	p.parkers.Store(new([]parker))
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.watch.run()
+	}()
 	p.workers = make([]*worker[T], cfg.workers)
-	p.wg.Add(cfg.workers)
 	for i := range p.workers {
-		w := newWorker(p)
-		p.workers[i] = w
-		go w.loop()
+		p.workers[i] = newWorker(p)
+		p.goEngine(p.workers[i].loop)
 	}
-	p.log.Info("statepipe: started", "stages", names, "workers", cfg.workers, "maxInFlight", n)
+	p.log.Info("statepipe: started", "stages", names, "workers", cfg.workers, "maxInFlight", cfg.maxInFlight)
 	return p, nil
+}
+
+// goEngine starts f on a goroutine of the engine, which Close joins.
+func (p *Pipelines[T]) goEngine(f func()) {
+	p.wg.Add(1)
+	go engineGoroutine(&p.wg, f)
+}
+
+// engineGoroutine is the first frame of every goroutine that runs user
+// code for the engine (workers, flushes): Close looks for it on its
+// caller's stack. It is not generic, so it has one entry point.
+//
+//go:noinline
+func engineGoroutine(wg *sync.WaitGroup, f func()) {
+	defer wg.Done()
+	f()
+}
+
+var engineEntry = reflect.ValueOf(engineGoroutine).Pointer()
+
+// onEngineGoroutine reports whether the calling goroutine was started by
+// goEngine, of any Pipelines.
+func onEngineGoroutine() bool {
+	pcs := make([]uintptr, 64)
+	for {
+		n := runtime.Callers(1, pcs)
+		if n < len(pcs) {
+			pcs = pcs[:n]
+			break
+		}
+		pcs = make([]uintptr, 2*len(pcs))
+	}
+	frames := runtime.CallersFrames(pcs)
+	for {
+		f, more := frames.Next()
+		if f.Entry == engineEntry {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
 }
 
 // Stages returns the names of the stages found by New: Start first, then the
@@ -120,13 +176,17 @@ func (p *Pipelines[T]) Stages() []string {
 // the requests inside the machine finish (batches pending are flushed),
 // waits for every goroutine it started, and then calls the machine's
 // Close. It never waits for consumers: results not yet received stay in
-// their group's Out, which closes after the last one. Calling Close again
-// waits for the first call and returns nil. Close must not be called from
-// a stage.
+// their group's Out, which closes after the last one (see [Group.Out] for
+// what that costs a large group). Calling Close again waits for the first
+// call and returns nil. Called from a stage, a flush or an observer it
+// returns [ErrCloseInStage] and does nothing.
 func (p *Pipelines[T]) Close() error {
+	if onEngineGoroutine() {
+		return ErrCloseInStage
+	}
 	p.once.Do(func() {
 		close(p.closing)
-		p.life.close()
+		p.closeAdmission()
 
 		p.mu.Lock()
 		groups := make([]*Group[T], 0, len(p.groups))
@@ -148,6 +208,7 @@ func (p *Pipelines[T]) Close() error {
 		}
 		<-p.drained
 		close(p.in) // nothing can send any more: every request is out
+		close(p.watch.quit)
 		p.wg.Wait()
 		for _, pk := range *p.parkers.Load() {
 			pk.engineClosed()
@@ -162,7 +223,7 @@ func (p *Pipelines[T]) Close() error {
 // and returns its node in the graph. It also reports whether Close has
 // already begun, in which case the parker will not be told of it and must
 // act as if it had been.
-func (p *Pipelines[T]) addParker(pk parker) (node uint8, closing bool) {
+func (p *Pipelines[T]) addParker(pk parker) (at node, closing bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := *p.parkers.Load()
@@ -172,7 +233,16 @@ func (p *Pipelines[T]) addParker(pk parker) (node uint8, closing bool) {
 		grown := append(old[:len(old):len(old)], pk)
 		p.parkers.Store(&grown)
 	}
-	return uint8(firstBatchNode + min(i, maxBatchers-1)), p.life.closed()
+	return batchNode(i), p.closed()
+}
+
+// batchName returns the name of the parker at a graph node.
+func (p *Pipelines[T]) batchName(at node) string {
+	parkers := *p.parkers.Load()
+	if i := int(at - firstBatchNode); at >= firstBatchNode && i < len(parkers) {
+		return parkers[i].name()
+	}
+	return "batch"
 }
 
 // idleNow reports whether every worker waits and nothing is queued.
@@ -180,18 +250,17 @@ func (p *Pipelines[T]) idleNow() bool {
 	return int(p.idle.Load()) == len(p.workers) && len(p.in) == 0
 }
 
-// resume hands a request taken with handOff back to the workers, which
-// continue it at r.Next, or finish it if r.Next is nil or r.Err is set. It
-// never blocks: a parked request is still counted inside the machine, so
-// in has room.
-func (p *Pipelines[T]) resume(r Request[T]) {
-	p.in <- r
+// resume hands a parked request back to the workers, which continue it at
+// its Next, or finish it if Next is nil or Err is set. It never blocks: a
+// parked request is still counted inside the machine, so in has room.
+func (p *Pipelines[T]) resume(rec *record[T]) {
+	p.in <- rec
 }
 
 func (p *Pipelines[T]) register(g *Group[T]) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.life.closed() {
+	if p.closed() {
 		return false
 	}
 	p.groups[g] = struct{}{}
@@ -201,69 +270,118 @@ func (p *Pipelines[T]) register(g *Group[T]) bool {
 func (p *Pipelines[T]) unregister(g *Group[T]) {
 	p.mu.Lock()
 	delete(p.groups, g)
-	p.closedSubmitted += g.submitted.Load() // final: g takes no more
 	p.mu.Unlock()
 }
 
-// deliver hands finished requests to their groups' outputs and frees their
-// places in the machine.
-func (p *Pipelines[T]) deliver(rs ...Request[T]) {
-	if len(rs) == 0 {
-		return // life.done(0) on a drained, closed count would drain it twice
-	}
-	for i := 0; i < len(rs); {
-		g, j := rs[i].group, i+1
-		for j < len(rs) && rs[j].group == g {
-			j++
+// admit takes a place in the machine for a request, and returns its id.
+// It gives up when ctx ends or the Pipelines or the group (groupDone)
+// close.
+func (p *Pipelines[T]) admit(ctx context.Context, groupDone <-chan struct{}) (uint64, error) {
+	limit := int64(p.cfg.maxInFlight)
+	for {
+		a := p.admitted.Load()
+		if a&closedBit != 0 {
+			return 0, ErrClosed
 		}
-		g.deliver(rs[i:j]...) // one count update per run of one group
-		i = j
+		if a-p.released.Load() < limit {
+			if !p.admitted.CompareAndSwap(a, a+1) {
+				continue
+			}
+			if p.room.waiters.Load() > 0 && a+1-p.released.Load() < limit {
+				p.room.signalNow() // room is left for the next waiter
+			}
+			return uint64(a + 1), nil
+		}
+		if err := p.room.wait(ctx, p.hasRoom, nil, p.closing, groupDone); err != nil {
+			return 0, err
+		}
 	}
-	p.life.done(int64(len(rs)))
-	p.room.signal()
 }
 
-// timingSample is how many requests of a group share one timed request:
-// a clock reading costs 20-50ns, more than the rest of a transition.
+// hasRoom reports whether a request could be let in now.
+func (p *Pipelines[T]) hasRoom() bool {
+	return p.admitted.Load()&^closedBit-p.released.Load() < int64(p.cfg.maxInFlight)
+}
+
+// inside returns the number of requests inside the machine.
+func (p *Pipelines[T]) inside() int64 {
+	return p.admitted.Load()&^closedBit - p.released.Load()
+}
+
+// closed reports whether Close has begun.
+func (p *Pipelines[T]) closed() bool { return p.admitted.Load()&closedBit != 0 }
+
+// closeAdmission lets no more requests in; drained closes once every
+// request inside is out.
+func (p *Pipelines[T]) closeAdmission() {
+	for {
+		a := p.admitted.Load()
+		if p.admitted.CompareAndSwap(a, a|closedBit) {
+			break
+		}
+	}
+	p.checkDrained()
+}
+
+// release frees the places of n requests that left the machine.
+func (p *Pipelines[T]) release(n int64) {
+	p.released.Add(n)
+	p.room.signal()
+	p.checkDrained()
+}
+
+func (p *Pipelines[T]) checkDrained() {
+	if a := p.admitted.Load(); a&closedBit != 0 && a&^closedBit == p.released.Load() {
+		p.drainOnce.Do(func() { close(p.drained) })
+	}
+}
+
+// enqueue sends a request, admitted to g and to the machine with id, to
+// the workers.
+func (p *Pipelines[T]) enqueue(g *Group[T], ctx context.Context, data T, id, seq uint64) {
+	rec := p.records.get()
+	rec.group, rec.seq, rec.from = g, seq, nodeIn
+	rec.req = Request[T]{Ctx: ctx, Data: data, Next: p.start, rec: rec, tag: id << callBits}
+	if timed(id) || p.obs != nil {
+		rec.queued = clock() // this one is timed; see Stats
+	}
+	p.in <- rec // never blocks: in has room for every request inside
+}
+
+// deliver hands a finished request to its group, and frees its record
+// and its place in the machine.
+func (p *Pipelines[T]) deliver(rec *record[T], r Request[T]) {
+	p.handOut(rec, r)
+	p.release(1)
+}
+
+// handOut hands a finished request to its group and frees its record; the
+// caller releases its place. r is the request as it leaves: its record is
+// forgotten, its id kept.
+func (p *Pipelines[T]) handOut(rec *record[T], r Request[T]) {
+	g, seq := rec.group, rec.seq
+	p.records.put(rec)
+	r.rec, r.tag, r.Next = nil, r.tag&^(1<<callBits-1), nil
+	g.put(seq, r)
+}
+
+// timingSample is how many requests share one timed request: a clock
+// reading costs 20-50ns, more than the rest of a transition.
 const (
-	timingSampleBits = 3
+	timingSampleBits = 5
 	timingSample     = 1 << timingSampleBits
 )
 
-// timed picks about one submission position in timingSample, by a hash of
-// the position, so that routing by submission order (every 10th item
-// takes another path) does not bias which stages get timed.
-func timed(seq uint64) bool {
-	// Multiplying by 2^64/φ spreads consecutive positions evenly; the top
-	// bits are zero for one position in timingSample.
-	return (seq*0x9E3779B97F4A7C15)>>(64-timingSampleBits) == 0
+// timed picks about one request id in timingSample, by a hash of the id,
+// so that routing by submission order (every 10th item takes another
+// path) does not bias which stages get timed.
+func timed(id uint64) bool {
+	// Multiplying by 2^64/φ spreads consecutive ids evenly; the top bits
+	// are zero for one id in timingSample.
+	return (id*0x9E3779B97F4A7C15)>>(64-timingSampleBits) == 0
 }
 
 // epoch anchors clock readings; time.Since uses the monotonic clock.
 var epoch = time.Now()
 
 func clock() int64 { return int64(time.Since(epoch)) }
-
-// admit takes a place in the machine for a request its group has admitted.
-// It gives up when ctx ends or the Pipelines or the group (groupDone)
-// close.
-func (p *Pipelines[T]) admit(ctx context.Context, groupDone <-chan struct{}) error {
-	limit := int64(p.cfg.maxInFlight)
-	none := func() int64 { return 0 }
-	room := func() bool { return p.life.count() < limit }
-	for {
-		ok, closed := p.life.add(none, limit)
-		if ok {
-			if room() {
-				p.room.signal() // room is left for the next waiter
-			}
-			return nil
-		}
-		if closed {
-			return ErrClosed
-		}
-		if err := p.room.wait(ctx, room, nil, p.closing, groupDone); err != nil {
-			return err
-		}
-	}
-}

@@ -114,20 +114,3 @@ func TestRegressGoexitInFlush(t *testing.T) {
 		p.Close() // the bubble fails the test if this hangs
 	})
 }
-
-// The runtime escapes dots in the last element of a package path
-// ("example.com/mach%2ev2"), so stages of a machine in such a package
-// (gopkg.in/x.v3, say) were not recognised as its own.
-func TestRegressUnescapePackagePath(t *testing.T) {
-	for in, want := range map[string]string{
-		"example.com/mach%2ev2": "example.com/mach.v2",
-		"gopkg.in/yaml%2ev3":    "gopkg.in/yaml.v3",
-		"plain/path":            "plain/path",
-		"odd%":                  "odd%",
-		"bad%zz":                "bad%zz",
-	} {
-		if got := unescapePath(in); got != want {
-			t.Errorf("unescapePath(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

@@ -298,12 +298,14 @@ func TestRegressAddThenReturnOriginal(t *testing.T) {
 	})
 }
 
-// rgAdmitAcrossDelivery takes a place in g the way Group.admit does
-// (lifecycle.add with the output buffer as what is used), with deliver
-// run between the two reads admission makes: the count and the buffer.
+// rgAdmitAcrossDelivery takes a place in g the way Group.admit does, with
+// deliver run between the reads admission makes: the results sent, and
+// the output buffer.
 func rgAdmitAcrossDelivery(g *Group[int], deliver func()) bool {
-	ok, _ := g.pending.add(func() int64 { deliver(); return g.buffered() }, g.limit)
-	return ok
+	g.betweenReads = deliver
+	defer func() { g.betweenReads = nil }()
+	a := g.admitted.Load()
+	return g.heldAt(a) < g.limit && g.admitted.CompareAndSwap(a, a+1)
 }
 
 // Group admission read the output buffer and the pending count at two
@@ -327,11 +329,11 @@ func TestRegressGroupAdmissionAcrossDelivery(t *testing.T) {
 			})
 		}
 		if rgAdmitAcrossDelivery(g, deliver) {
-			g.pending.done(1) // give the place back, so that the rest can run
+			g.giveBack() // give the place back, so that the rest can run
 			t.Errorf("admitted a second request to a group of one whose result sits unreceived in Out")
 		}
-		if used := g.pending.count() + int64(len(g.out)); used > g.limit {
-			t.Errorf("pending %d + buffered %d exceed the group's limit %d", g.pending.count(), len(g.out), g.limit)
+		if held := g.heldAt(g.admitted.Load()); held > g.limit {
+			t.Errorf("the group holds %d, more than its limit %d", held, g.limit)
 		}
 
 		// The place comes back when the consumer receives.
@@ -804,7 +806,7 @@ func TestRegressCloseJoinsContextWatchers(t *testing.T) {
 			t.Errorf("take kept %d members and failed %d; want 0 and the 1 whose watcher had fired", len(kept), len(cancelled))
 		}
 		for _, m := range cancelled { // as dispatch does once b.mu is released
-			b.p.resume(m.r)
+			b.p.resume(m.rec)
 		}
 		close(gateA)
 		// Every request can now come out. Close must then wait for the

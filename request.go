@@ -4,28 +4,40 @@ import "context"
 
 // Request is one item on its way through a state machine. Stages receive it
 // by value, change it and return it.
+//
+// A Request carries two words of bookkeeping besides its four fields: which
+// of the engine's records it is, and which stage call of that record it
+// belongs to. A copy kept past the stage that got it is therefore stale and
+// recognised as such everywhere: [Batcher.Add] refuses it, and a stage that
+// returns it (or any other Request) only passes on its four fields.
 type Request[T any] struct {
 	Ctx  context.Context // the submitter's context; cancelling it stops this request
 	Data T               // the item
 	Err  error           // set by a stage (or by statepipe) to fail this request
 	Next Stage[T]        // the stage to run next; nil finishes the request
 
-	// Bookkeeping owned by the engine; a stage copies it along untouched.
-	// The small fields come last, packed together.
-	group   *Group[T]
-	seq     uint64 // submission position in its group: its id, and its order
-	queued  int64  // clock reading at Submit
-	started int64  // clock reading when a worker first picked it up
-	visited uint64 // stage ids run so far, for WithDAG
+	rec *record[T] // the engine's record while inside the machine; nil outside
+	tag uint64     // id<<callBits | stage call; see record.owner
+}
 
-	// The worker running the stage that holds the request, and which of
-	// its stage calls this is: a parker checks both before taking the
-	// request, so that only the running stage can hand it over, once.
-	worker *worker[T]
-	call   uint32
+// callBits of a tag count the stage calls of one request, so that a copy
+// kept from an earlier call no longer matches; the other bits are its id.
+const callBits = 16
 
-	trail trail // the last stages run, for CycleError
-	from  uint8 // the graph node it comes from: nodeIn, a stage or a batcher
+// parkedBit marks the Request a parker returns for the stage to return
+// (return b.Add(r)): it names the parker's graph node, so that the worker
+// counts the transition into it and names it in the Parked event.
+const parkedBit = 1 << 63
+
+// parkedAt returns the Request a parker at node at gives back to the stage.
+func parkedAt[T any](at node) Request[T] { return Request[T]{tag: parkedBit | uint64(at)} }
+
+// parker returns the node of the parker that made r with parkedAt.
+func (r *Request[T]) parker() (at node, ok bool) {
+	if r.rec != nil || r.tag&parkedBit == 0 {
+		return 0, false
+	}
+	return node(r.tag), true
 }
 
 // Stage is one step of a state machine. It sets r.Next to the stage to run
@@ -50,54 +62,6 @@ type StateMachine[T any] interface {
 	Close()
 }
 
-// trail records the ids of the last len(trail.ids) stages a request ran, so
-// that a CycleError can name the path without an allocation per request.
-type trail struct {
-	ids  [8]uint8
-	hops uint8
-}
-
-func (t *trail) push(id int) {
-	t.ids[t.hops%uint8(len(t.ids))] = uint8(id)
-	t.hops++
-}
-
-// path returns the recorded stage ids, oldest first.
-func (t *trail) path() []int {
-	n := min(int(t.hops), len(t.ids))
-	out := make([]int, 0, n)
-	for i := int(t.hops) - n; i < int(t.hops); i++ {
-		out = append(out, int(t.ids[i%len(t.ids)]))
-	}
-	return out
-}
-
-// handOff takes r away from the worker running its stage, for a parker to
-// resume later with Pipelines.resume. It fails if r is not held by a
-// running stage or was already handed off in this stage call; on success
-// the worker lets go of the request whatever the stage returns or does.
-//
-// node is the parker's node in the graph: the request comes from there
-// when it resumes.
-func (r *Request[T]) handOff(node uint8) error {
-	w := r.worker
-	if w == nil || w.call != r.call || w.handedOff {
-		return ErrNotRunning
-	}
-	w.handedOff, w.parkedIn = true, node
-	r.worker, r.from = nil, node
-	return nil
-}
-
-// ID returns the request's id, unique within its Pipelines for the first
-// 2^32 requests of each group: the Request of Observer events. It is 0 for
-// a Request that no Pipelines admitted.
-func (r Request[T]) ID() uint64 {
-	if r.group == nil {
-		return 0
-	}
-	return r.id()
-}
-
-// id returns the request's id; r.group must be set.
-func (r *Request[T]) id() uint64 { return r.group.id<<32 | r.seq }
+// ID returns the request's id, unique within its Pipelines: the Request of
+// Observer events. It is 0 for a Request that no Pipelines admitted.
+func (r Request[T]) ID() uint64 { return r.tag >> callBits }

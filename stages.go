@@ -5,20 +5,10 @@ import (
 	"reflect"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"unsafe"
 )
-
-// maxStageIDs bounds the distinct stage functions the engine tells apart
-// (discovered stages first, then other functions seen as Next). Functions
-// beyond it share the last id, named "(other)", in statistics.
-const maxStageIDs = 64
-
-// otherStage is the id shared by stage functions beyond maxStageIDs.
-const otherStage = maxStageIDs - 1
 
 // discoverStages returns the names of sm's exported methods that have the
 // Stage signature: Start first, then the rest in name order (the order
@@ -39,23 +29,38 @@ func discoverStages[T any](sm StateMachine[T]) []string {
 	return names
 }
 
-// stageIndex maps a stage function to a small id, for statistics, cycle
-// checks and error messages, without allocating: a func value points to a
-// closure whose first word is its code pointer, and every method value of
-// one method (r.Next = s.B, wherever it is built) shares that code.
+// codeOf returns the code pointer of fn, as package reflect reports it.
+// Every method value of one method has the same code wherever and on
+// whichever receiver it is built, and distinct functions never share code,
+// so it identifies a stage. (Closures made from one function literal share
+// their code too: to the engine they are one stage.) A func value is
+// pointer-shaped, so this allocates nothing.
+func codeOf[T any](fn Stage[T]) uintptr { return reflect.ValueOf(fn).Pointer() }
+
+// stageIndex gives every function run as a stage a dense id, for
+// statistics, cycle checks and names: the stages discovered by New first,
+// then any other function the first time it is seen as Next. Ids are never
+// reused and there is no limit on their number.
 type stageIndex struct {
-	discovered int             // names[:discovered] are the stages found by New
-	own        map[string]bool // "pkg.Type" of the machine and of the types it embeds
+	discovered int
+
+	// wrappers maps the runtime name of the method-value wrapper of each
+	// discovered stage ("pkg.(*M).Validate-fm", and those of the types
+	// whose methods M promotes) to its id. The names are compared whole,
+	// both sides coming from the runtime's own symbol table, so package
+	// path escapes and type arguments need no parsing.
+	wrappers map[string]int
 
 	// table is read on every transition and replaced (copy on write) when
-	// a new code pointer is seen, which happens once per function.
+	// a function is seen for the first time.
 	table atomic.Pointer[stageTable]
 	mu    sync.Mutex // serialises writers of table
 }
 
 type stageTable struct {
-	known []codeID
-	names []string // by id
+	known  []codeID        // searched linearly while small
+	byCode map[uintptr]int // and through a map beyond that
+	names  []string        // by id
 }
 
 type codeID struct {
@@ -63,52 +68,79 @@ type codeID struct {
 	id   int
 }
 
-// newStageIndex indexes the stages discovered on machine, whose method
-// Start the engine calls through start.
+// linearStages is how many functions a table searches linearly before it
+// builds a map: a scan of a few words beats hashing.
+const linearStages = 16
+
+// newStageIndex indexes the stages discovered on machine. start is the
+// code of the value the engine runs as the first stage.
 func newStageIndex(machine any, discovered []string, start uintptr) *stageIndex {
-	ix := &stageIndex{discovered: len(discovered), own: map[string]bool{}}
-	ix.addOwn(reflect.TypeOf(machine))
+	ix := &stageIndex{discovered: len(discovered), wrappers: map[string]int{}}
+	t := reflect.TypeOf(machine)
+	for id, name := range discovered {
+		for _, w := range methodValueNames(t, name) {
+			ix.wrappers[w] = id
+		}
+	}
 	ix.table.Store(&stageTable{names: discovered, known: []codeID{{start, 0}}})
 	return ix
 }
 
-// addOwn records t and the types it embeds, whose methods are the
-// machine's (promoted), as "pkg.Type".
-func (ix *stageIndex) addOwn(t reflect.Type) {
-	if t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	key := t.PkgPath() + "." + baseName(t.Name())
-	if t.Name() == "" || ix.own[key] {
-		return
-	}
-	ix.own[key] = true
-	if t.Kind() == reflect.Struct {
-		for i := range t.NumField() {
-			if f := t.Field(i); f.Anonymous {
-				ix.addOwn(f.Type)
+// methodValueNames returns the runtime names that a method value of the
+// method called name may have when built on a value of type t: the
+// wrapper of t's own method, of its value or pointer form, and of every
+// embedded type that provides it (a promoted method's value is built from
+// the embedded type's method).
+func methodValueNames(t reflect.Type, name string) []string {
+	var names []string
+	seen := map[reflect.Type]bool{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		if seen[t] {
+			return
+		}
+		seen[t] = true
+		for _, typ := range []reflect.Type{t, reflect.PointerTo(t)} {
+			if m, ok := typ.MethodByName(name); ok {
+				if f := runtime.FuncForPC(m.Func.Pointer()); f != nil {
+					names = append(names, f.Name()+"-fm")
+				}
+			}
+		}
+		if t.Kind() == reflect.Pointer {
+			walk(t.Elem())
+			return
+		}
+		if t.Kind() == reflect.Struct {
+			for i := range t.NumField() {
+				if f := t.Field(i); f.Anonymous {
+					walk(f.Type)
+				}
 			}
 		}
 	}
+	walk(t)
+	return names
 }
 
-// codeOf returns the code pointer of fn. It does not let fn escape, so a
-// method value built only to be passed here stays on the stack.
-func codeOf[T any](fn Stage[T]) uintptr {
-	return **(**uintptr)(unsafe.Pointer(&fn))
-}
-
-// id returns the id of the stage function with the given code pointer.
+// id returns the id of the stage function with the given code.
 func (ix *stageIndex) id(code uintptr) int {
-	for _, k := range ix.table.Load().known {
-		if k.code == code {
-			return k.id
+	t := ix.table.Load()
+	if t.byCode != nil {
+		if id, ok := t.byCode[code]; ok {
+			return id
+		}
+	} else {
+		for _, k := range t.known {
+			if k.code == code {
+				return k.id
+			}
 		}
 	}
 	return ix.learn(code)
 }
 
-// learn names a code pointer seen for the first time.
+// learn gives a function seen for the first time its id.
 func (ix *stageIndex) learn(code uintptr) int {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -118,28 +150,24 @@ func (ix *stageIndex) learn(code uintptr) int {
 			return k.id
 		}
 	}
-	// Only a method value of the machine's own type is one of its
-	// discovered stages; any other function gets an id of its own, so
-	// that two functions never share one (WithDAG would see a cycle).
-	name, own := ix.funcName(code)
-	names := old.names[:len(old.names):len(old.names)]
-	id := -1
-	if own {
-		id = slices.Index(names[:ix.discovered], name)
+	full := "(unknown)"
+	if f := runtime.FuncForPC(code); f != nil {
+		full = f.Name()
 	}
-	switch {
-	case id >= 0:
-	case len(names) < otherStage:
+	names := old.names[:len(old.names):len(old.names)]
+	id, own := ix.wrappers[full]
+	if !own {
 		id = len(names)
-		names = append(names, uniqueName(names, name))
-	default: // out of ids: share the last one
-		id = otherStage
-		if len(names) == otherStage {
-			names = append(names, "(other)")
+		names = append(names, uniqueName(names, displayName(full)))
+	}
+	t := &stageTable{known: append(old.known[:len(old.known):len(old.known)], codeID{code, id}), names: names}
+	if len(t.known) > linearStages {
+		t.byCode = make(map[uintptr]int, len(t.known))
+		for _, k := range t.known {
+			t.byCode[k.code] = k.id
 		}
 	}
-	known := append(old.known[:len(old.known):len(old.known)], codeID{code, id})
-	ix.table.Store(&stageTable{known: known, names: names})
+	ix.table.Store(t)
 	return id
 }
 
@@ -149,76 +177,28 @@ func (ix *stageIndex) name(id int) string { return ix.table.Load().names[id] }
 // names returns the names of every id in use.
 func (ix *stageIndex) names() []string { return ix.table.Load().names }
 
-// funcName turns the runtime name of a function into a stage name, and
-// reports whether it is a method value of the machine's own type (or of a
-// type it embeds): "pkg.(*Machine).Validate-fm" is "Validate", the name
-// discovery gave it. A method of another type keeps its type,
-// "Sub.Validate"; anything else (a closure, a plain function) keeps its
-// name after the package path, "Machine.Start.func1".
-func (ix *stageIndex) funcName(code uintptr) (name string, own bool) {
-	f := runtime.FuncForPC(code)
-	if f == nil {
-		return "(unknown)", false
+// displayName shortens the runtime name of a function that is not one of
+// the machine's stages, for statistics only: "example.com/m.(*Sub).Check-fm"
+// is shown as "Sub.Check", "example.com/m.Gen[...].Check-fm" as "Gen.Check",
+// a closure as "Machine.Start.func1". Identity never rests on it.
+func displayName(full string) string {
+	s := full[strings.LastIndexByte(full, '/')+1:]
+	// The package name ends at the first dot: the runtime escapes dots
+	// in the last element of a package path.
+	if i := strings.IndexByte(s, '.'); i >= 0 {
+		s = s[i+1:]
 	}
-	full := f.Name()
-	method, isMethodValue := strings.CutSuffix(full, "-fm")
-	// The package path ends at the first dot after its last slash.
-	slash := strings.LastIndexByte(full, '/') + 1
-	dot := strings.IndexByte(full[slash:], '.')
-	if dot < 0 {
-		return full[slash:], false
-	}
-	// The runtime escapes dots (and a few other bytes) in the last element
-	// of the path as %xx: "example.com/mach%2ev2" for reflect's
-	// "example.com/mach.v2".
-	pkg, rest := unescapePath(full[:slash+dot]), full[slash+dot+1:]
-	if !isMethodValue {
-		return rest, false
-	}
-	rest = rest[:len(rest)-len("-fm")]
-	recv, name := rest[:strings.LastIndexByte(rest, '.')+1], method[strings.LastIndexByte(method, '.')+1:]
-	typ := baseName(strings.TrimSuffix(strings.TrimPrefix(strings.TrimSuffix(recv, "."), "(*"), ")"))
-	if ix.own[pkg+"."+typ] {
-		return name, true
-	}
-	return typ + "." + name, false
-}
-
-// unescapePath undoes the runtime's %xx escapes in a package path.
-func unescapePath(p string) string {
-	if !strings.Contains(p, "%") {
-		return p
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '%' && i+2 < len(p) {
-			if v, err := strconv.ParseUint(p[i+1:i+3], 16, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 2
-				continue
-			}
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
+	s = strings.TrimSuffix(s, "-fm")
+	return strings.NewReplacer("(*", "", ")", "", "[...]", "").Replace(s)
 }
 
 // uniqueName returns name, or name#2, name#3... if names has it already:
-// distinct functions can share a name (instances of a generic type, or
-// functions of two packages).
+// distinct functions can share a display name (instances of a generic
+// type, or functions of two packages).
 func uniqueName(names []string, name string) string {
 	unique := name
 	for n := 2; slices.Contains(names, unique); n++ {
 		unique = fmt.Sprintf("%s#%d", name, n)
 	}
 	return unique
-}
-
-// baseName strips type arguments: "Machine[int]" and "Machine[...]" are
-// "Machine".
-func baseName(typ string) string {
-	if i := strings.IndexByte(typ, '['); i >= 0 {
-		return typ[:i]
-	}
-	return typ
 }

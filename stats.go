@@ -2,7 +2,6 @@ package statepipe
 
 import (
 	"cmp"
-	"math/bits"
 	"slices"
 	"sync"
 	"time"
@@ -21,6 +20,10 @@ type Stats struct {
 	Running   int    // on a worker right now
 	Parked    int    // held by batchers
 	Workers   int    // worker goroutines
+
+	// ObserverPanics counts panics recovered in the Observer's Observe
+	// (WithObserver); their events were dropped.
+	ObserverPanics uint64
 
 	// Times are measured on every 8th request admitted to a group (on
 	// every request while an Observer is set), so that timing costs
@@ -69,28 +72,32 @@ func (p *Pipelines[T]) Stats() Stats {
 	p.collect(&c)
 	names := p.stages.names()
 	s := Stats{
+		Submitted: uint64(p.admitted.Load() &^ closedBit),
 		Completed: c.completed,
 		Failed:    c.failed,
-		InFlight:  int(p.life.count()),
+		InFlight:  int(p.inside()),
 		Queued:    len(p.in),
 		Workers:   len(p.workers),
-		QueueTime: c.queued.durations(),
-		RunTime:   c.running.durations(),
-		Stages:    make([]StageStats, len(names)),
+
+		ObserverPanics: observerPanics(p.obs),
+		QueueTime:      c.queued.durations(),
+		RunTime:        c.running.durations(),
+		Stages:         make([]StageStats, len(names)),
 	}
 	s.Running = max(0, s.Workers-int(p.idle.Load())-int(p.exited.Load()))
 	for i, n := range names {
-		st := &c.stages[i]
+		st := c.stage(i)
 		s.Stages[i] = StageStats{Name: n, Runs: st.runs, Errors: st.errs, Latency: st.latency}
 	}
 	p.mu.Lock()
-	s.Submitted = p.closedSubmitted
+	groups := make([]*Group[T], 0, len(p.groups))
 	for g := range p.groups {
-		gs := g.stats()
-		s.Submitted += gs.Submitted
-		s.Groups = append(s.Groups, gs)
+		groups = append(groups, g)
 	}
 	p.mu.Unlock()
+	for _, g := range groups {
+		s.Groups = append(s.Groups, g.stats())
+	}
 	slices.SortFunc(s.Groups, func(a, b GroupStats) int { return cmp.Compare(a.ID, b.ID) })
 	for _, pk := range *p.parkers.Load() {
 		bs := pk.stats()
@@ -137,7 +144,7 @@ func (t *outTally) add(failed bool, running int64) {
 
 // countOut adds a batcher's tally of requests it finished to the stats,
 // with their edges from its graph node.
-func (p *Pipelines[T]) countOut(node uint8, t *outTally) {
+func (p *Pipelines[T]) countOut(from node, t *outTally) {
 	if t.n == 0 {
 		return
 	}
@@ -148,10 +155,10 @@ func (p *Pipelines[T]) countOut(node uint8, t *outTally) {
 	c.failed += t.failed
 	c.running.merge(&t.running)
 	if t.completed > 0 {
-		c.edges.data(node, nodeDone).count += t.completed
+		c.edges.data(from, nodeDone).count += t.completed
 	}
 	if t.failed > 0 {
-		c.edges.data(node, nodeFailed).count += t.failed
+		c.edges.data(from, nodeFailed).count += t.failed
 	}
 }
 
@@ -173,14 +180,15 @@ const publishEvery = 64
 type counts struct {
 	completed, failed uint64
 	queued, running   localTiming
-	stages            [maxStageIDs]stageCounts
-	used              uint64 // bit i: stages[i] may be non-zero
+	stages            []stageCounts // by stage id, grown as ids appear
+	used              []int32       // ids of the stages counted since the last reset
 	edges             edgeCounts
 }
 
 type stageCounts struct {
 	runs, errs uint64
 	latency    Histogram
+	used       bool // listed in counts.used
 }
 
 func (ws *workerStats) init() {
@@ -191,17 +199,29 @@ func (ws *workerStats) init() {
 }
 
 func (ws *workerStats) stage(id int, failed bool) {
-	st := &ws.local.stages[id]
+	st := ws.local.stage(id)
 	st.runs++
 	if failed {
 		st.errs++
 	}
-	ws.local.used |= 1 << id
 }
 
 // stageTime records the duration of a timed run of stage id.
 func (ws *workerStats) stageTime(id int, ns int64) {
-	ws.local.stages[id].latency.observe(ns)
+	ws.local.stage(id).latency.observe(ns)
+}
+
+// stage returns the counts of stage id, noting that it is in use.
+func (c *counts) stage(id int) *stageCounts {
+	if id >= len(c.stages) {
+		c.stages = append(c.stages, make([]stageCounts, id+1-len(c.stages))...)
+	}
+	st := &c.stages[id]
+	if !st.used {
+		st.used = true
+		c.used = append(c.used, int32(id))
+	}
+	return st
 }
 
 // finished counts a request going out, and its running time unless that
@@ -236,23 +256,22 @@ func (c *counts) merge(o *counts) {
 	c.failed += o.failed
 	c.queued.merge(&o.queued)
 	c.running.merge(&o.running)
-	for used := o.used; used != 0; used &= used - 1 {
-		i := bits.TrailingZeros64(used)
-		st, os := &c.stages[i], &o.stages[i]
+	for _, i := range o.used {
+		os := &o.stages[i]
+		st := c.stage(int(i))
 		st.runs += os.runs
 		st.errs += os.errs
 		st.latency.add(&os.latency)
 	}
-	c.used |= o.used
 	c.edges.merge(&o.edges)
 }
 
 // reset zeroes c after a merge, touching only what was used.
 func (c *counts) reset() {
-	for used := c.used; used != 0; used &= used - 1 {
-		c.stages[bits.TrailingZeros64(used)] = stageCounts{}
+	for _, i := range c.used {
+		c.stages[i] = stageCounts{}
 	}
-	c.completed, c.failed, c.used = 0, 0, 0
+	c.completed, c.failed, c.used = 0, 0, c.used[:0]
 	c.queued.reset()
 	c.running.reset()
 	c.edges.reset()

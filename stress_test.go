@@ -215,7 +215,7 @@ func newEtRand(k int, fake bool) (*etCore, StateMachine[etJob]) {
 // machine bound on every call, and panics after a stage whose hop says so.
 func etMiddleware(p *atomic.Pointer[Pipelines[etJob]], bound int64, misnamed, overBound *atomic.Int64) Middleware[etJob] {
 	return func(stage string, r Request[etJob], next Stage[etJob]) Request[etJob] {
-		if n := p.Load().life.count(); n > bound {
+		if n := p.Load().inside(); n > bound {
 			etMax(overBound, n)
 		}
 		j := r.Data

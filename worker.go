@@ -12,10 +12,6 @@ type worker[T any] struct {
 	p     *Pipelines[T]
 	stats workerStats
 
-	call      uint32 // counts stage calls (wrapping); see Request.handOff
-	handedOff bool   // the current stage handed its request to a parker
-	parkedIn  uint8  // and the parker's graph node
-
 	// The middleware chain is built once per worker; the stage being run
 	// and its name are kept here instead of in a closure per call.
 	chain    Stage[T]
@@ -43,29 +39,27 @@ func (w *worker[T]) loop() {
 		if !closed {
 			// A stage called runtime.Goexit and took this goroutine with
 			// it; run has delivered its request. Keep the worker count.
-			w.p.wg.Add(1)
-			go w.loop()
+			w.p.goEngine(w.loop)
 		}
-		w.p.wg.Done()
 	}()
 	for {
-		r, ok := w.receive()
+		rec, ok := w.receive()
 		if !ok {
 			w.stats.publish()
 			w.p.exited.Add(1)
 			closed = true
 			return
 		}
-		w.run(r)
+		w.run(rec)
 	}
 }
 
 // receive returns the next request; ok is false once the input is closed.
-func (w *worker[T]) receive() (r Request[T], ok bool) {
+func (w *worker[T]) receive() (rec *record[T], ok bool) {
 	p := w.p
 	select {
-	case r, ok = <-p.in:
-		return r, ok
+	case rec, ok = <-p.in:
+		return rec, ok
 	default:
 	}
 	w.stats.publish()
@@ -76,38 +70,44 @@ func (w *worker[T]) receive() (r Request[T], ok bool) {
 			pk.engineIdle()
 		}
 	}
-	r, ok = <-p.in
+	rec, ok = <-p.in
 	p.idle.Add(-1)
-	return r, ok
+	return rec, ok
 }
 
-// run carries r through the machine until it finishes, fails or is handed
-// off to a parker. A panic in a stage or its middleware fails the request;
-// one recover per request, not per stage, keeps the cost of a transition
-// low.
-func (w *worker[T]) run(r Request[T]) {
+// run carries a request through the machine until it finishes, fails or
+// is taken by a parker. A panic in a stage or its middleware fails the
+// request; one recover per request, not per stage, keeps the cost of a
+// transition low.
+//
+// The worker owns the request between stage calls. Each call has a fresh
+// tag, published in the record's owner while the call runs; when the
+// stage returns, the worker takes the request back by swapping that tag
+// for the next call's (or 0): one atomic operation per call. If the swap
+// fails, a parker (Batcher.Add) took the request during the call, and the
+// worker lets go of it whatever the stage returned.
+func (w *worker[T]) run(rec *record[T]) {
 	p := w.p
+	r := rec.req
 	// Stage runs are timed for the sampled requests, and for all while an
 	// Observer is set; the clock costs more than the rest of a transition.
-	timed := r.queued != 0
+	timed := rec.queued != 0
 	id := -1 // the stage running; -1 outside stages
+	var tag uint64
 	// now is the last clock reading of a timed request: the end of one
 	// stage is the start of the next, so a stage costs one reading.
 	var now, t0 int64
 	if timed {
 		now = clock()
-		if r.started == 0 { // picked up for the first time
-			r.started = now
-			w.stats.local.queued.observe(now - r.queued)
+		if rec.started == 0 { // picked up for the first time
+			rec.started = now
+			w.stats.local.queued.observe(now - rec.queued)
 			if p.obs != nil {
-				p.obs.Observe(Event{Kind: RequestStarted, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
-					Duration: nanos(now - r.queued)})
+				p.obs.Observe(Event{Kind: RequestStarted, Request: r.ID(), Group: rec.group.id, Ctx: r.Ctx,
+					Duration: nanos(now - rec.queued)})
 			}
 		}
 	}
-	// keep is the bookkeeping to restore if a stage returns a Request it
-	// made itself instead of the one it was given.
-	keep := r
 	defer func() {
 		if id < 0 {
 			return // not a stage's panic: the engine's own, which must not be hidden
@@ -117,26 +117,26 @@ func (w *worker[T]) run(r Request[T]) {
 			v = errGoexit // the stage called runtime.Goexit: not even a panic
 		}
 		err := p.panicked(p.stages.name(id), v)
-		w.stats.stage(id, !w.handedOff) // a request handed off goes on
+		kept := rec.owner.CompareAndSwap(tag, 0) // false: a parker took it before the panic
+		w.stats.stage(id, kept)
 		d := int64(-1)
 		if timed {
 			d = clock() - t0
 			w.stats.stageTime(id, d)
 		}
 		if p.obs != nil {
-			w.observeStage(&keep, id, d, err)
+			w.observeStage(&r, rec.group.id, id, d, err, !kept, 0)
 		}
-		if w.handedOff {
-			w.stats.local.edges.add(uint8(id), w.parkedIn, -1)
-			return // a parker has the request and will resume it
+		if !kept {
+			return // the parker has the request and will resume it
 		}
-		// The stage never returned: r still names this worker's call,
-		// which no parker may take it under once it is out.
-		r.Next, r.Err, r.worker = nil, err, nil
-		w.stats.local.edges.add(uint8(id), nodeFailed, -1)
-		w.finish(r)
+		r.Next, r.Err = nil, err
+		w.stats.local.edges.add(node(id), nodeFailed, -1)
+		w.finish(rec, r)
 	}()
 	lastTime := int64(-1) // time spent in the last stage, if timed
+	tag = r.tag           // of the last call; the first call of this run takes the next
+	first := true
 	for r.Err == nil && r.Next != nil {
 		if err := r.Ctx.Err(); err != nil {
 			r.Err = err
@@ -144,22 +144,23 @@ func (w *worker[T]) run(r Request[T]) {
 		}
 		stage := r.Next
 		sid := p.stages.id(codeOf(stage))
-		if p.cfg.dag && sid != otherStage {
-			if r.visited&(1<<sid) != 0 {
-				r.Err = p.cycleError(sid, &r.trail)
+		if p.cfg.dag {
+			if rec.visited.add(sid) {
+				r.Err = p.cycleError(sid, &rec.trail)
 				break
 			}
-			r.visited |= 1 << sid
-			r.trail.push(sid)
-			keep.visited, keep.trail = r.visited, r.trail
+			rec.trail.push(sid)
 		}
-		w.stats.local.edges.add(r.from, uint8(sid), lastTime)
-		r.from = uint8(sid)
-		keep.from = r.from
+		w.stats.local.edges.add(rec.from, node(sid), lastTime)
+		rec.from = node(sid)
 		r.Next = nil // a stage that sets nothing finishes the request
-		w.call++
-		w.handedOff = false
-		r.worker, r.call = w, w.call
+		if first {
+			// Later calls get their tag when the previous one returns.
+			tag = nextCall(tag)
+			rec.owner.Store(tag)
+			first = false
+		}
+		r.tag = tag
 		id = sid
 		t0 = now
 		if p.obs != nil && timed {
@@ -167,88 +168,101 @@ func (w *worker[T]) run(r Request[T]) {
 			// stage must not count in this one, whose start it infers.
 			t0 = clock()
 		}
+		var out Request[T]
 		if w.chain == nil {
-			r = stage(r)
+			out = stage(r)
 		} else {
 			w.curStage, w.curName = stage, p.stages.name(sid)
-			r = w.chain(r)
+			out = w.chain(r)
 		}
 		id = -1
+		// Take the request back, and in the same swap publish the tag of
+		// the next call, if any: a copy from this call is stale from now.
+		next := uint64(0)
+		if out.Next != nil && out.Err == nil {
+			next = nextCall(tag)
+		}
+		kept := rec.owner.CompareAndSwap(tag, next)
 		lastTime = -1
 		if timed {
 			now = clock()
 			lastTime = now - t0
 			w.stats.stageTime(sid, lastTime)
 		}
-		if p.obs != nil {
-			w.observeStage(&keep, sid, lastTime, r.Err)
-		}
-		w.stats.stage(sid, r.Err != nil && !w.handedOff)
-		if w.handedOff {
-			// Whatever the stage returned: a parker has the request now.
-			w.stats.local.edges.add(uint8(sid), w.parkedIn, lastTime)
+		if !kept {
+			// A parker took the request during the call. The stage
+			// returned what it gave back (return b.Add(r)), which names
+			// it; a stage that returned something else loses only the
+			// transition in the graph and the name in the Parked event.
+			w.stats.stage(sid, false)
+			at, named := out.parker()
+			if named {
+				w.stats.local.edges.add(node(sid), at, lastTime)
+			}
+			if p.obs != nil {
+				w.observeStage(&r, rec.group.id, sid, lastTime, nil, true, at)
+			}
 			return
 		}
-		r.worker = nil
-		if r.group == nil || r.Ctx == nil {
-			r.adopt(&keep)
+		// Only the four fields pass from what the stage returned: the
+		// bookkeeping is the worker's, whatever Request came back.
+		if out.Ctx != nil {
+			r.Ctx = out.Ctx
+		}
+		r.Data, r.Err, r.Next = out.Data, out.Err, out.Next
+		tag = next
+		w.stats.stage(sid, r.Err != nil)
+		if p.obs != nil {
+			w.observeStage(&r, rec.group.id, sid, lastTime, r.Err, false, 0)
 		}
 	}
-	end := uint8(nodeDone)
+	end := nodeDone
 	if r.Err != nil {
 		end = nodeFailed
 	}
-	w.stats.local.edges.add(r.from, end, lastTime)
-	w.finish(r)
+	w.stats.local.edges.add(rec.from, end, lastTime)
+	w.finish(rec, r)
+}
+
+// nextCall returns the tag of the stage call after the one tagged tag.
+func nextCall(tag uint64) uint64 {
+	const calls = 1<<callBits - 1
+	return tag&^calls | (tag+1)&calls
 }
 
 // observeStage tells the observer of a stage run that took d (-1: not
-// timed). r is the request as the stage got it: what it returned may be
-// anything.
-func (w *worker[T]) observeStage(r *Request[T], id int, d int64, err error) {
+// timed), and of the park if a parker (at node at, if known) took the
+// request.
+func (w *worker[T]) observeStage(r *Request[T], group uint64, id int, d int64, err error, parked bool, at node) {
 	obs := w.p.obs
-	ev := Event{Kind: StageDone, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
+	ev := Event{Kind: StageDone, Request: r.ID(), Group: group, Ctx: r.Ctx,
 		Stage: w.p.stages.name(id), Duration: nanos(d), Err: err}
-	if w.handedOff {
-		ev.Err = nil
-	}
 	obs.Observe(ev)
-	if w.handedOff {
-		obs.Observe(Event{Kind: Parked, Request: ev.Request, Group: ev.Group, Ctx: r.Ctx,
-			Stage: ev.Stage, Batch: w.p.batchName(w.parkedIn)})
+	if parked {
+		obs.Observe(Event{Kind: Parked, Request: ev.Request, Group: group, Ctx: r.Ctx, Stage: ev.Stage,
+			Batch: w.p.batchName(at)})
 	}
 }
 
-// adopt gives r, a Request made by a stage, the context and bookkeeping
-// of the request the stage was given.
-func (r *Request[T]) adopt(orig *Request[T]) {
-	if r.Ctx == nil {
-		r.Ctx = orig.Ctx
-	}
-	r.group, r.seq, r.from, r.queued, r.started = orig.group, orig.seq, orig.from, orig.queued, orig.started
-	r.visited, r.trail = orig.visited, orig.trail
-}
-
-// finish counts r and hands it to its group.
-func (w *worker[T]) finish(r Request[T]) {
-	failed, running := w.p.leaving(&r)
-	w.p.deliver(r)
+// finish counts a request going out and hands it to its group.
+func (w *worker[T]) finish(rec *record[T], r Request[T]) {
+	failed, running := w.p.leaving(rec, &r)
+	w.p.deliver(rec, r)
 	w.stats.finished(failed, running)
 }
 
 // leaving readies a finished request to go out, on whatever goroutine
 // finishes it, and returns what the caller counts: whether it failed, and
 // its running time (-1 if not timed). Next is nil on every request out,
-// also one that failed with Next set, and no request leaves naming a
-// worker (a Batcher would take it for one in a stage).
-func (p *Pipelines[T]) leaving(r *Request[T]) (failed bool, running int64) {
-	r.Next, r.worker = nil, nil
+// also one that failed with Next set.
+func (p *Pipelines[T]) leaving(rec *record[T], r *Request[T]) (failed bool, running int64) {
+	r.Next = nil
 	running = -1
-	if r.started != 0 {
-		running = clock() - r.started
+	if rec.started != 0 {
+		running = clock() - rec.started
 	}
 	if p.obs != nil {
-		p.obs.Observe(Event{Kind: RequestDone, Request: r.id(), Group: r.group.id, Ctx: r.Ctx,
+		p.obs.Observe(Event{Kind: RequestDone, Request: r.ID(), Group: rec.group.id, Ctx: r.Ctx,
 			Duration: nanos(running), Err: r.Err})
 	}
 	return r.Err != nil, running

@@ -3,6 +3,7 @@ package otel
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -140,11 +141,23 @@ type tap struct {
 
 	mu      sync.Mutex
 	kinds   map[uint64][]statepipe.EventKind
+	groups  map[uint64]uint64 // request id -> group id
 	members [][]uint64
 }
 
 func newTap(next statepipe.Observer) *tap {
-	return &tap{next: next, kinds: map[uint64][]statepipe.EventKind{}}
+	return &tap{next: next, kinds: map[uint64][]statepipe.EventKind{}, groups: map[uint64]uint64{}}
+}
+
+// inputOf maps each request id of spans to its index in the input, for
+// requests submitted one after another by one goroutine: ids rise in
+// submission order.
+func inputOf[S any](spans map[uint64]S) map[uint64]int {
+	index := map[uint64]int{}
+	for i, id := range slices.Sorted(maps.Keys(spans)) {
+		index[id] = i
+	}
+	return index
 }
 
 // FlushStarting forwards to the observer tapped, as a wrapper must for
@@ -162,6 +175,7 @@ func (t *tap) Observe(e statepipe.Event) {
 		t.members = append(t.members, slices.Clone(e.Members))
 	} else {
 		t.kinds[e.Request] = append(t.kinds[e.Request], e.Kind)
+		t.groups[e.Request] = e.Group
 	}
 	t.mu.Unlock()
 	t.next.Observe(e)

@@ -89,12 +89,13 @@ func TestRoutedMachine(t *testing.T) {
 		t.Fatalf("%d request spans, want %d", len(spans), len(routedInput))
 	}
 	psc := parent.SpanContext()
+	index := inputOf(spans)
 	for id, s := range spans {
-		v := routedInput[id&(1<<32-1)] // one group, submitted in order: the low bits are the index
+		v := routedInput[index[id]]
 		if s.Parent().SpanID() != psc.SpanID() || s.SpanContext().TraceID() != psc.TraceID() {
 			t.Errorf("request %d: parent %v in trace %v, want the submitter's span %v", v, s.Parent().SpanID(), s.SpanContext().TraceID(), psc.SpanID())
 		}
-		if attr(s, KeyGroupID).AsInt64() != int64(id>>32) {
+		if attr(s, KeyGroupID).AsInt64() != int64(tap.groups[id]) {
 			t.Errorf("request %d: group attribute %v", v, attr(s, KeyGroupID))
 		}
 		var want []string
@@ -175,7 +176,7 @@ func TestRoutedMachine(t *testing.T) {
 		var want []trace.SpanContext
 		for _, id := range members {
 			want = append(want, spans[id].SpanContext())
-			flushed = append(flushed, routedInput[id&(1<<32-1)])
+			flushed = append(flushed, routedInput[index[id]])
 		}
 		f, ok := memberOf[want[0].SpanID()]
 		if !ok {
@@ -257,8 +258,10 @@ func TestStageSpans(t *testing.T) {
 			children[s.Parent().SpanID()] = append(children[s.Parent().SpanID()], s)
 		}
 	}
-	for id, s := range requestSpans(t, h) {
-		v := routedInput[id&(1<<32-1)]
+	spans := requestSpans(t, h)
+	index := inputOf(spans)
+	for id, s := range spans {
+		v := routedInput[index[id]]
 		if s.Parent().IsValid() {
 			t.Errorf("request %d: parent %v, want a root span", v, s.Parent())
 		}
