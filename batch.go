@@ -275,7 +275,7 @@ func (b *Batcher[T]) dispatch() {
 			}
 			b.running++
 			b.wg.Add(1)
-			go b.run(bt, members)
+			go engineGoroutine(&b.wg, func() { b.run(bt, members) })
 		}
 		b.mu.Unlock()
 		for _, m := range cancelled { // outside the lock: resume calls the observer
@@ -386,7 +386,6 @@ func (b *Batcher[T]) remove(bt *batch[T], id uint64) (member[T], bool) {
 // stage, or, if they have none (or failed), straight out, without another
 // trip through the workers' queue.
 func (b *Batcher[T]) run(bt *batch[T], members []member[T]) {
-	defer b.wg.Done()
 	reqs := b.spareRequests(len(members))
 	for i, m := range members {
 		reqs[i] = m.rec.req

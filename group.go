@@ -257,6 +257,9 @@ func (g *Group[T]) maybeFinish() {
 func (g *Group[T]) stats() GroupStats {
 	g.mu.Lock()
 	behind := g.q.backlog.Len() + g.q.waiting.Len()
+	if g.q.sending {
+		behind++
+	}
 	g.mu.Unlock()
 	submitted := g.admitted.Load()&^closedBit - g.returned.Load()
 	return GroupStats{

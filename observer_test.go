@@ -3,10 +3,13 @@ package statepipe
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -121,11 +124,43 @@ func (panicky) Start(r Request[int]) Request[int] {
 }
 func (panicky) Close() {}
 
+// A nil observer, also a nil ObserverFunc (which used to pass New and
+// crash the process at the first request), is a configuration error.
 func TestObserverOptionValidation(t *testing.T) {
-	_, err := New[int](panicky{}, WithObserver(nil))
-	if !errors.Is(err, ErrInvalidOption) {
-		t.Fatalf("WithObserver(nil): %v, want ErrInvalidOption", err)
+	for name, o := range map[string]Observer{"nil": nil, "nil ObserverFunc": ObserverFunc(nil)} {
+		if _, err := New[int](panicky{}, WithObserver(o)); !errors.Is(err, ErrInvalidOption) {
+			t.Errorf("WithObserver(%s): %v, want ErrInvalidOption", name, err)
+		}
 	}
+}
+
+// A panic in Observe is the observer's bug: it is recovered, its event
+// dropped, logged once and counted, and the requests go on untouched. A
+// panicking observer used to crash the process.
+func TestPanickingObserverIsRecovered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var logs syncBuffer
+		obs := ObserverFunc(func(e Event) {
+			if e.Kind == StageDone {
+				panic("observer bug")
+			}
+		})
+		p := etNew[int](t, newEtM(), WithObserver(obs), WithWorkers(2),
+			WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		res := p.Do(context.Background(), 1, 2, 3)
+		for i, r := range res {
+			if r.Err != nil || r.Data != etWant(i+1) {
+				t.Errorf("request %d: %+v", i+1, r)
+			}
+		}
+		p.Close()
+		if n := p.Stats().ObserverPanics; n != 9 { // three stages, three requests
+			t.Errorf("ObserverPanics = %d, want 9", n)
+		}
+		if n := strings.Count(logs.String(), "observer panicked"); n != 1 {
+			t.Errorf("logged %d observer panics, want the first only:\n%s", n, logs.String())
+		}
+	})
 }
 
 // Request.ID is the id observer events carry, so stage code can find its

@@ -12,6 +12,7 @@ type outQueue[T any] struct {
 
 	backlog    ring.Queue[Request[T]] // released, waiting for room in out
 	forwarding bool                   // a forwarder is moving backlog into out
+	sending    bool                   // and holds one, taken from backlog, not yet in out
 	dropping   bool                   // Discard was called: results are dropped
 }
 
@@ -101,6 +102,7 @@ func (g *Group[T]) forward() {
 	for {
 		g.mu.Lock()
 		r, ok := g.q.backlog.Pop()
+		g.q.sending = ok
 		if !ok {
 			g.q.forwarding = false
 			g.mu.Unlock()

@@ -50,6 +50,13 @@ func (r *Request[T]) parker() (at node, ok bool) {
 //
 //	m.validate = m.Validate // in the constructor, once
 //	r.Next = m.validate     // in a stage: no allocation
+//
+// A stage is identified by its function's code: every method value of
+// one method is the same stage, and so are closures made from one
+// function literal. In a generic machine type, make the stage values in a
+// constructor that is not generic (func NewMachine() *Machine[int]):
+// inside generic code Go builds a method value as a closure of that code,
+// which runs as a stage of its own, named after where it is built.
 type Stage[T any] func(r Request[T]) Request[T]
 
 // StateMachine is implemented by the type whose exported methods are the
