@@ -2,6 +2,7 @@ package statepipe
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -39,9 +40,17 @@ func MaxItems(n int) BatchOption {
 }
 
 // MaxWait is how long a batch lingers after its first request, waiting for
-// more, before it is flushed. A batch flushes sooner when it is full, or
-// when nothing is left running that could join it. The default is 10ms;
-// d must not be negative (0 flushes whatever has gathered at once).
+// more, before it is due. A batch is due sooner when nothing is left
+// running that could join it, and flushes sooner when it is full. A due
+// batch flushes as soon as a flush slot is free, taking requests until
+// then. The default is 10ms; d must not be negative.
+//
+// MaxWait(0) adds no wait of its own: a batch is due at once, and flushes
+// as soon as a slot is free, while what arrives meanwhile gathers into the
+// next batch (group commit): batches grow exactly as long as the bulk
+// calls are busy. Choose a longer MaxWait only to make fuller batches from
+// input that trickles in (it is then the latency that each request may
+// pay), with NoIdleFlush if the engine is often idle between arrivals.
 func MaxWait(d time.Duration) BatchOption {
 	return batchOptionFunc(func(c *batchConfig) {
 		if d < 0 {
@@ -51,9 +60,13 @@ func MaxWait(d time.Duration) BatchOption {
 	})
 }
 
-// MaxFlushes is how many flushes of one batcher may run at once; full
-// batches wait for a free flush, and their requests stay in flight, so a
-// slow bulk service pushes back on Submit. The default is 1; n must be at
+// MaxFlushes is how many flushes of one batcher may run at once: the
+// bulk calls in flight. Due and full batches wait for a free slot, and
+// their requests stay in flight, so a slow bulk service pushes back on
+// Submit. Under request/response load, up to n small batches flush at once
+// rather than one after another. Set it to what the bulk service serves
+// well in parallel; the Pipelines need room for MaxItems x MaxFlushes
+// parked requests (see [WithMaxInFlight]). The default is 1; n must be at
 // least 1.
 func MaxFlushes(n int) BatchOption {
 	return batchOptionFunc(func(c *batchConfig) {
@@ -120,6 +133,9 @@ func BatchName(name string) BatchOption {
 	return batchOptionFunc(func(c *batchConfig) { c.name = name })
 }
 
+// validateBatch applies opts to the defaults. It always returns a usable
+// configuration and index; err, wrapping ErrInvalidOption, names every
+// problem found.
 func validateBatch[T any](opts []BatchOption) (batchConfig, func(T) int, func() batchIndex[T], error) {
 	c := batchConfig{maxItems: 100, maxWait: 10 * time.Millisecond, maxFlushes: 1, name: "batch"}
 	for _, o := range opts {
@@ -138,13 +154,25 @@ func validateBatch[T any](opts []BatchOption) (batchConfig, func(T) int, func() 
 	}
 	index := func() batchIndex[T] { return &singleIndex[T]{} }
 	if c.key != nil {
-		var ok bool
-		if index, ok = c.key.(func() batchIndex[T]); !ok {
-			c.problems = append(c.problems, "BatchKey: key function is not for the batcher's data type")
+		if keyed, ok := c.key.(func() batchIndex[T]); ok {
+			index = keyed
+		} else {
+			c.problems = append(c.problems, fmt.Sprintf("BatchKey: key function is not for the batcher's data type %T", *new(T)))
 		}
 	}
 	if len(c.problems) > 0 {
-		return c, nil, nil, invalid("NewBatcher: %v", c.problems)
+		// A usable configuration all the same: Add fails with err.
+		c.maxItems, c.maxFlushes = max(c.maxItems, 1), max(c.maxFlushes, 1)
+		c.maxWait = max(c.maxWait, 0)
+		return c, nil, index, invalid("NewBatcher %q: %s", c.name, strings.Join(c.problems, "; "))
 	}
 	return c, size, index, nil
+}
+
+// boundTooSmall says why an in-flight bound n caps a batcher: parked
+// requests count as in flight, so its MaxFlushes batches of MaxItems could
+// never all be full at once.
+func boundTooSmall(c batchConfig, n int) string {
+	return fmt.Sprintf("WithMaxInFlight(%d) is less than batcher %q's MaxItems(%d) x MaxFlushes(%d) = %d: its flushes can never all be full at once",
+		n, c.name, c.maxItems, c.maxFlushes, c.maxItems*c.maxFlushes)
 }

@@ -1,6 +1,9 @@
 package statepipe
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // FlushReason says what made a batch flush.
 type FlushReason int
@@ -34,6 +37,10 @@ type BatchStats struct {
 	MeanFill  float64                 // average requests per flush
 	ParkTime  Durations               // from Add until the flush ended (or the context did)
 	FlushTime Durations               // duration of the flush calls
+
+	// Warning says why the Pipelines cap this batcher, if they do: an
+	// in-flight bound (WithMaxInFlight) below MaxItems x MaxFlushes.
+	Warning string
 }
 
 // TotalFlushes returns the number of flushes for every reason.
@@ -56,9 +63,10 @@ func (b *Batcher[T]) Stats() BatchStats {
 		Items:     c.items,
 		Failed:    c.failed,
 		Cancelled: c.cancelled,
-		Parked:    int(c.parked - c.items - c.cancelled),
+		Parked:    c.holding(),
 		ParkTime:  c.park.durations(),
 		FlushTime: c.flush.durations(),
+		Warning:   b.warning,
 	}
 	if n := s.TotalFlushes(); n > 0 {
 		s.MeanFill = float64(c.items) / float64(n)
@@ -66,16 +74,35 @@ func (b *Batcher[T]) Stats() BatchStats {
 	return s
 }
 
-// batchCounters are guarded by the batcher's mutex.
+// batchCounters are guarded by the batcher's mutex, but for held, which
+// the engine reads without it when it wonders whether it is idle.
 type batchCounters struct {
 	flushes                          [numFlushReasons]uint64
 	parked, items, failed, cancelled uint64
 	park, flush                      localTiming
+	held                             atomic.Int64 // parked, or in a flush under way
+}
+
+// holding returns the requests parked now, or in a flush under way.
+func (c *batchCounters) holding() int { return int(c.held.Load()) }
+
+// add counts a request parked.
+func (c *batchCounters) add() {
+	c.parked++
+	c.held.Add(1)
+}
+
+// cancel counts a request whose context ended while parked.
+func (c *batchCounters) cancel(parkedFor int64) {
+	c.cancelled++
+	c.held.Add(-1)
+	c.parkedFor(parkedFor)
 }
 
 func (c *batchCounters) flushed(reason FlushReason, items, failed int, took time.Duration) {
 	c.flushes[reason]++
 	c.items += uint64(items)
+	c.held.Add(-int64(items))
 	c.failed += uint64(failed)
 	c.flush.observe(int64(took))
 }
@@ -85,18 +112,18 @@ func (c *batchCounters) parkedFor(ns int64) {
 	c.park.observe(ns)
 }
 
-// batchIndex finds the pending batch a request joins.
+// batchIndex finds the open batch a request joins.
 type batchIndex[T any] interface {
-	get(data T) *batch[T] // the open batch for data's key, made if needed
-	del(bt *batch[T])     // bt takes no more requests
+	get(data T, b *Batcher[T]) *batch[T] // the open batch for data's key, opened (b.newBatch) if needed
+	del(bt *batch[T])                    // bt takes no more requests
 }
 
 // singleIndex is the index of an unkeyed batcher: one open batch.
 type singleIndex[T any] struct{ open *batch[T] }
 
-func (s *singleIndex[T]) get(T) *batch[T] {
+func (s *singleIndex[T]) get(_ T, b *Batcher[T]) *batch[T] {
 	if s.open == nil {
-		s.open = &batch[T]{}
+		s.open = b.newBatch()
 	}
 	return s.open
 }
@@ -113,11 +140,12 @@ type keyedIndex[T any, K comparable] struct {
 	m   map[K]*batch[T]
 }
 
-func (k *keyedIndex[T, K]) get(data T) *batch[T] {
+func (k *keyedIndex[T, K]) get(data T, b *Batcher[T]) *batch[T] {
 	key := k.key(data)
 	bt := k.m[key]
 	if bt == nil {
-		bt = &batch[T]{key: key}
+		bt = b.newBatch()
+		bt.key = key
 		k.m[key] = bt
 	}
 	return bt

@@ -1185,6 +1185,10 @@ func TestBatchSharedByTwoPipelines(t *testing.T) {
 	})
 }
 
+// A misconfigured Batcher is reported the way every configuration error
+// is: New fails naming it, or, for a batcher New cannot find, each request
+// added to it fails with the error. NewBatcher used to panic, while New
+// returned errors.
 func TestBatchInvalidOptions(t *testing.T) {
 	okFlush := func(context.Context, []Request[int]) error { return nil }
 	size := func(int) int { return 1 }
@@ -1211,24 +1215,48 @@ func TestBatchInvalidOptions(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			defer func() {
-				v := recover()
-				err, ok := v.(error)
-				if !ok || !errors.Is(err, ErrInvalidOption) {
-					t.Fatalf("NewBatcher panicked with %#v, want an error wrapping ErrInvalidOption", v)
+			synctest.Test(t, func(t *testing.T) {
+				// A batcher held in a field of the machine: New reports it.
+				b := NewBatcher(tc.flush, append(tc.opts, BatchName("orders"))...)
+				p, err := New[int](&bxHolder{bulk: b})
+				if err == nil {
+					p.Close()
+					t.Fatal("New succeeded with a misconfigured batcher")
 				}
-				if !strings.Contains(err.Error(), tc.mention) {
-					t.Errorf("error %q does not name %q", err, tc.mention)
+				if !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), tc.mention) || !strings.Contains(err.Error(), `"orders"`) {
+					t.Errorf("New: %v; want ErrInvalidOption naming %q and the batcher", err, tc.mention)
 				}
-			}()
-			NewBatcher(tc.flush, tc.opts...)
-			t.Fatal("NewBatcher did not panic")
+				// One New cannot see (behind a function): its requests
+				// fail with the error instead.
+				hidden := &bxHidden{}
+				hidden.add = NewBatcher(tc.flush, tc.opts...).Add
+				p = etNew[int](t, hidden)
+				if r := p.Do(context.Background(), 1)[0]; !errors.Is(r.Err, ErrInvalidOption) || !strings.Contains(r.Err.Error(), tc.mention) {
+					t.Errorf("request through the hidden batcher: %v; want ErrInvalidOption naming %q", r.Err, tc.mention)
+				}
+				p.Close()
+			})
 		})
 	}
 	// Edges that are valid.
 	NewBatcher(okFlush, MaxItems(1), MaxWait(0), MaxFlushes(1), MaxBytes(1, size),
 		BatchKey(func(v int) int { return v % 2 }), BatchName(""))
 }
+
+// bxHolder holds its batcher in a field, where New finds it.
+type bxHolder struct{ bulk *Batcher[int] }
+
+func (m *bxHolder) Start(r Request[int]) Request[int] { return m.bulk.Add(r) }
+func (m *bxHolder) Close()                            {}
+
+// bxHidden reaches its batcher only through a function, where New cannot
+// find it.
+type bxHidden struct {
+	add func(Request[int]) Request[int]
+}
+
+func (m *bxHidden) Start(r Request[int]) Request[int] { return m.add(r) }
+func (m *bxHidden) Close()                            {}
 
 func TestBatchStats(t *testing.T) {
 	for r, name := range []string{"size", "bytes", "linger", "idle", "shutdown"} {

@@ -134,6 +134,9 @@ func (g *Group[T]) admit(ctx context.Context) error {
 		if err := g.waitRoom(ctx); err != nil {
 			return err
 		}
+		if err := ctx.Err(); err != nil { // room and the end of ctx came together
+			return err
+		}
 	}
 }
 

@@ -68,18 +68,24 @@ func WithDAG() Option {
 }
 
 // WithMaxInFlight bounds memory: at most n requests are inside the machine
-// (admitted by Submit and not yet handed to their group's output), and each
-// group holds at most its own bound (default n, see [MaxInFlight]) admitted
-// and not yet received from Out. Parked requests count as inside. Submit
-// blocks while a bound is reached.
+// (admitted by Submit and not yet handed to their group's output: queued,
+// running or parked), and each group holds at most its own bound (default
+// n, see [MaxInFlight]) admitted and not yet received from Out. Submit
+// blocks while a bound is reached. Memory is spent on what is held, not
+// reserved for the bound.
 //
-// So one group never holds more than n admitted and not yet received, and
-// the machine never more than n. Results waiting in output buffers are
-// bounded per group, not across groups: a global bound on them would let
-// one group whose consumer stopped reading block every other group's
-// Submit. Many groups that may stall should set a small MaxInFlight. The default is 1024; n must be between
-// 1 and 1<<20, since the input queue (and each group's output buffer) is
-// allocated at its bound up front.
+// Parked requests count as inside, so a Batcher needs room for its
+// MaxItems x MaxFlushes requests to run all its flushes full at once. The
+// default is 1,024 plus that much for every Batcher of the machine that
+// New finds (those held in its fields, as they usually are): batching is
+// never capped by the default. An explicit n smaller than one of those
+// batchers' MaxItems x MaxFlushes fails New; for a batcher New cannot
+// find, it is logged when the batcher is first used and reported in its
+// BatchStats.Warning. n must be between 1 and 1<<20.
+//
+// Results waiting in output buffers are bounded per group, not across
+// groups: a global bound on them would let one group whose consumer stopped
+// reading block every other group's Submit.
 func WithMaxInFlight(n int) Option {
 	return optionFunc(func(c *config) {
 		switch {
@@ -92,8 +98,12 @@ func WithMaxInFlight(n int) Option {
 	})
 }
 
-// maxInFlightLimit keeps the buffers allocated up front reasonable.
-const maxInFlightLimit = 1 << 20
+const (
+	defaultMaxInFlight = 1024
+	// maxInFlightLimit keeps the input queue, allocated at the bound
+	// (8 bytes a request), reasonable.
+	maxInFlightLimit = 1 << 20
+)
 
 // WithLogger sets the logger for lifecycle events: start, close, and
 // recovered panics. Nothing is logged per request. The default discards.
@@ -135,7 +145,8 @@ func WithMiddleware[T any](mws ...Middleware[T]) Option {
 	})
 }
 
-// validate fills defaults and reports every problem found, in one error.
+// validate fills defaults and reports every problem found, in one error:
+// of the options, and of the machine's batchers.
 func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []Middleware[T], error) {
 	var c config
 	for _, o := range opts {
@@ -147,6 +158,8 @@ func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []M
 	}
 	if sm == nil {
 		c.problems = append(c.problems, "nil state machine")
+	} else if c.maxInFlight >= 0 && c.maxInFlight <= maxInFlightLimit {
+		c.checkBatchers(discoverBatchers[T](sm))
 	}
 	if c.pipelines != 0 && c.workers != 0 {
 		c.problems = append(c.problems, "WithPipelines and WithWorkers both set; choose one")
@@ -166,9 +179,6 @@ func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []M
 	}
 	if c.workers == 0 {
 		c.workers = c.pipelines * stages
-	}
-	if c.maxInFlight == 0 {
-		c.maxInFlight = 1024
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)

@@ -27,8 +27,10 @@ type Pipelines[T any] struct {
 	records records[T]
 
 	// in carries new and resumed requests to the workers. It never fills:
-	// its capacity is the bound on requests inside the machine.
-	in chan *record[T]
+	// its capacity is the bound on requests inside the machine. Submit
+	// waits while queueDepth requests are in it.
+	in         chan *record[T]
+	queueDepth int
 
 	// Places inside the machine (see closedBit): admitted counts requests
 	// let in (so it is also their id), released those handed to their
@@ -70,6 +72,7 @@ type parker interface {
 	engineClosed()
 	stats() BatchStats
 	name() string
+	parked() int // requests it holds: parked, or in a flush under way
 }
 
 // ErrCloseInStage is returned by [Pipelines.Close] when it is called from
@@ -92,17 +95,18 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		return nil, err
 	}
 	p := &Pipelines[T]{
-		sm:      sm,
-		cfg:     cfg,
-		mws:     mws,
-		log:     cfg.logger,
-		start:   sm.Start,
-		in:      make(chan *record[T], cfg.maxInFlight),
-		room:    newWakeup(),
-		drained: make(chan struct{}),
-		closing: make(chan struct{}),
-		groups:  make(map[*Group[T]]struct{}),
-		watch:   newRoomWatch[T](),
+		sm:         sm,
+		cfg:        cfg,
+		mws:        mws,
+		log:        cfg.logger,
+		start:      sm.Start,
+		in:         make(chan *record[T], cfg.maxInFlight),
+		queueDepth: queueDepth(cfg.workers),
+		room:       newWakeup(),
+		drained:    make(chan struct{}),
+		closing:    make(chan struct{}),
+		groups:     make(map[*Group[T]]struct{}),
+		watch:      newRoomWatch[T](),
 	}
 	if cfg.observer != nil {
 		p.obs = safeObserver(cfg.observer, p.log)
@@ -283,11 +287,11 @@ func (p *Pipelines[T]) admit(ctx context.Context, groupDone <-chan struct{}) (ui
 		if a&closedBit != 0 {
 			return 0, ErrClosed
 		}
-		if a-p.released.Load() < limit {
+		if a-p.released.Load() < limit && len(p.in) < p.queueDepth {
 			if !p.admitted.CompareAndSwap(a, a+1) {
 				continue
 			}
-			if p.room.waiters.Load() > 0 && a+1-p.released.Load() < limit {
+			if p.room.waiters.Load() > 0 && p.hasRoom() {
 				p.room.signalNow() // room is left for the next waiter
 			}
 			return uint64(a + 1), nil
@@ -295,13 +299,40 @@ func (p *Pipelines[T]) admit(ctx context.Context, groupDone <-chan struct{}) (ui
 		if err := p.room.wait(ctx, p.hasRoom, nil, p.closing, groupDone); err != nil {
 			return 0, err
 		}
+		if err := ctx.Err(); err != nil { // room and the end of ctx came together
+			return 0, err
+		}
 	}
 }
 
 // hasRoom reports whether a request could be let in now.
 func (p *Pipelines[T]) hasRoom() bool {
-	return p.admitted.Load()&^closedBit-p.released.Load() < int64(p.cfg.maxInFlight)
+	return p.admitted.Load()&^closedBit-p.released.Load() < int64(p.cfg.maxInFlight) && len(p.in) < p.queueDepth
 }
+
+// submitting reports whether a Submit is about to come in: one waits only
+// for the queue to get shorter, or one was let in and has not reached the
+// queue yet (the requests inside are more than those parked). Either way
+// the engine is not idle. A Submit that waits for the bound on requests
+// inside does not count: it needs a batch to flush.
+func (p *Pipelines[T]) submitting() bool {
+	inside := p.inside()
+	if p.room.waiters.Load() > 0 && inside < int64(p.cfg.maxInFlight) {
+		return true
+	}
+	parked := 0
+	for _, pk := range *p.parkers.Load() {
+		parked += pk.parked()
+	}
+	return inside > int64(parked)
+}
+
+// queueDepth is how many requests may wait for a worker before Submit
+// waits too: enough to keep every worker busy, and no more, since a
+// request in the queue only adds to the latency of those behind it. The
+// bound on requests inside the machine still holds; requests resumed from
+// batches may make the queue deeper for a moment.
+func queueDepth(workers int) int { return 2*workers + 64 }
 
 // inside returns the number of requests inside the machine.
 func (p *Pipelines[T]) inside() int64 {

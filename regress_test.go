@@ -478,11 +478,6 @@ func TestRegressCancelledReadyBatchDoesNotStrandNext(t *testing.T) {
 		if r := <-g.Out(); r.Data != 61 || !errors.Is(r.Err, context.Canceled) {
 			t.Errorf("cancelled request: Data %d, Err %v; want 61, context.Canceled", r.Data, r.Err)
 		}
-		b.mu.Lock()
-		if n := len(b.ready); n != 0 {
-			t.Errorf("%d emptied batch(es) still wait for a flush slot", n)
-		}
-		b.mu.Unlock()
 
 		rgSubmit(t, g, context.Background(), 5) // lingers: MaxWait is an hour
 		synctest.Wait()
@@ -728,18 +723,20 @@ func TestRegressGroupCloseUnblocksMachineWait(t *testing.T) {
 	})
 }
 
-// rgNoIdle is a parker that ignores the engine's idle calls.
+// rgNoIdle is a parker that ignores the engine's idle calls and the
+// start of Close: its batches wait for their deadline.
 type rgNoIdle struct{ parker }
 
-func (rgNoIdle) engineIdle() {}
+func (rgNoIdle) engineIdle()    {}
+func (rgNoIdle) engineClosing() {}
 
 // rgWaitingInEngineClosed reports whether Close is blocked in a batcher's
-// engineClosed after the batcher's dispatcher has gone: it is waiting for
+// engineClosed after the batcher's linger goroutine has gone: it is waiting for
 // something else the batcher started.
 func rgWaitingInEngineClosed() bool {
 	waiting := false
 	for _, s := range rgStacks() {
-		if strings.Contains(s, "(*Batcher[...]).dispatch(") {
+		if strings.Contains(s, "(*Batcher[...]).lingers(") {
 			return false
 		}
 		header, _, _ := strings.Cut(s, "\n")
@@ -775,8 +772,9 @@ func TestRegressCloseJoinsContextWatchers(t *testing.T) {
 		if r := <-g.Out(); r.Data != 1100 || r.Err != nil {
 			t.Fatalf("warm-up: Data %d, Err %v", r.Data, r.Err)
 		}
-		// From here on the workers do not tell the batcher they are idle:
-		// that takes b.mu, which the test holds while the requests finish.
+		// From here on the batcher is not told that the workers are idle
+		// or that Close begins: both take b.mu, which the test holds while
+		// the requests finish.
 		p.mu.Lock()
 		p.parkers.Store(&[]parker{rgNoIdle{b}})
 		p.mu.Unlock()
@@ -789,23 +787,22 @@ func TestRegressCloseJoinsContextWatchers(t *testing.T) {
 		go func() { p.Close(); close(closed) }()
 		synctest.Wait() // Close waits for requests 1 and 2
 		close(gateR)
-		synctest.Wait() // 2 lingers in a batch; the dispatcher sleeps
+		synctest.Wait() // 2 lingers in a batch; the linger goroutine sleeps
 
 		b.mu.Lock()
-		if len(b.lingers) != 1 {
+		if b.pending.Len() != 1 {
 			b.mu.Unlock()
-			t.Fatalf("%d lingering batches, want 1", len(b.lingers))
+			t.Fatalf("%d lingering batches, want 1", b.pending.Len())
 		}
 		cancelR() // its watcher starts and waits for b.mu
-		bt := b.lingers[0]
+		bt, _ := b.pending.Pop()
 		bt.closed = true
 		b.index.del(bt)
-		b.lingers = b.lingers[:0]
 		kept, cancelled := b.take(bt, nil)
 		if len(kept) != 0 || len(cancelled) != 1 {
 			t.Errorf("take kept %d members and failed %d; want 0 and the 1 whose watcher had fired", len(kept), len(cancelled))
 		}
-		for _, m := range cancelled { // as dispatch does once b.mu is released
+		for _, m := range cancelled { // as a runner does once b.mu is released
 			b.p.resume(m.rec)
 		}
 		close(gateA)
@@ -822,8 +819,9 @@ func TestRegressCloseJoinsContextWatchers(t *testing.T) {
 				break
 			}
 			if i == 10_000 { // a few are enough; each looks at every stack
+				stacks := strings.Join(rgStacks(), "\n\n")
 				b.mu.Unlock()
-				t.Fatalf("Close neither returned nor waited for the watcher")
+				t.Fatalf("Close neither returned nor waited for the watcher:\n%s", stacks)
 			}
 			runtime.Gosched()
 		}
@@ -844,7 +842,7 @@ func TestRegressCloseJoinsContextWatchers(t *testing.T) {
 }
 
 // A Batcher first used after Close had begun was never told of the
-// shutdown: its request lingered for MaxWait and its dispatcher outlived
+// shutdown: its request lingered for MaxWait and its goroutine outlived
 // Close.
 func TestRegressBatcherFirstUsedDuringClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
@@ -872,8 +870,8 @@ func TestRegressBatcherFirstUsedDuringClose(t *testing.T) {
 		if d := time.Since(start); d != 0 {
 			t.Errorf("Close took %v of fake time", d)
 		}
-		if n := rgGoroutinesIn("(*Batcher[...]).dispatch("); n != 0 {
-			t.Errorf("%d batcher dispatchers outlive Close", n)
+		if n := rgGoroutinesIn("(*Batcher[...]).lingers(") + rgGoroutinesIn("(*Batcher[...]).runner("); n != 0 {
+			t.Errorf("%d batcher goroutines outlive Close", n)
 		}
 		r := rgOnce(t, rgDrain(t, g), 1)[1]
 		if r.Err != nil || r.Data != 1+1100 {

@@ -59,19 +59,22 @@ func (w *worker[T]) receive() (rec *record[T], ok bool) {
 	p := w.p
 	select {
 	case rec, ok = <-p.in:
+		p.room.signal() // a Submit may wait for the queue to get shorter
 		return rec, ok
 	default:
 	}
 	w.stats.publish()
-	if int(p.idle.Add(1)) == len(p.workers) && len(p.in) == 0 {
-		// Nothing is running and nothing is queued: no request can join
-		// a pending batch any more, so batches need not linger.
+	if int(p.idle.Add(1)) == len(p.workers) && len(p.in) == 0 && !p.submitting() {
+		// Nothing is running, nothing is queued and no Submit is about
+		// to come in: no request can join a pending batch any more, so
+		// batches need not linger.
 		for _, pk := range *p.parkers.Load() {
 			pk.engineIdle()
 		}
 	}
 	rec, ok = <-p.in
 	p.idle.Add(-1)
+	p.room.signal()
 	return rec, ok
 }
 

@@ -22,9 +22,9 @@ var (
 
 // machine routes and batches: Start sends one job in four through Fix,
 // which fails one in eight; every job left goes through two batchers,
-// store (a flush per request: MaxItems 1) and then audit (MaxItems 1000
-// and an hour's linger, so only idleness or shutdown flushes it), which
-// refuses one job in five.
+// store (a flush per request: MaxItems 1) and then audit (MaxItems 64,
+// more than the tests have in flight, and an hour's linger, so only
+// idleness or shutdown flushes it), which refuses one job in five.
 type machine struct {
 	store, audit        *statepipe.Batcher[job]
 	fix, storeS, auditS statepipe.Stage[job]
@@ -48,7 +48,7 @@ func newMachine() *machine {
 			batch[i].Data.audited = true
 		}
 		return nil
-	}, statepipe.BatchName("audit"), statepipe.MaxItems(1000), statepipe.MaxWait(time.Hour))
+	}, statepipe.BatchName("audit"), statepipe.MaxItems(64), statepipe.MaxWait(time.Hour))
 	return m
 }
 

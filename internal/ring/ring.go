@@ -23,6 +23,15 @@ func (q *Queue[E]) Push(e E) {
 	q.n++
 }
 
+// Peek returns the first element without removing it; ok is false if q is
+// empty.
+func (q *Queue[E]) Peek() (e E, ok bool) {
+	if q.n == 0 {
+		return e, false
+	}
+	return q.buf[q.head], true
+}
+
 // Pop removes and returns the first element; ok is false if q is empty.
 func (q *Queue[E]) Pop() (e E, ok bool) {
 	if q.n == 0 {
