@@ -167,6 +167,12 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		return r
 	}
 	p := r.rec.p // a record's Pipelines never changes: safe to read from any copy
+	if r.rec.owner.Load() != r.tag || r.tag == 0 {
+		// Stale at a glance: refused before it binds the batcher to a
+		// Pipelines (take below is what decides).
+		r.Err = ErrNotRunning
+		return r
+	}
 	size := 0
 	if b.size != nil {
 		size = b.size(r.Data) // user code: outside the lock
@@ -202,7 +208,9 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		b.wg.Add(1)
 		stop = context.AfterFunc(r.Ctx, func() {
 			defer b.wg.Done()
-			b.cancel(bt, id)
+			// On a frame of the engine: the Resumed event is observed
+			// here, and Close from the observer must be refused.
+			engineCall(func() { b.cancel(bt, id) })
 		})
 	}
 	// The monotonic clock alone: half the cost of time.Now, which Add

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // closer calls Close of its own Pipelines from where it must not: a stage,
@@ -65,5 +66,42 @@ func TestCloseFromTheEngineIsRefused(t *testing.T) {
 		if res := p.Do(context.Background(), 2); !errors.Is(res[0].Err, ErrClosed) {
 			t.Errorf("Do after Close: %v, want ErrClosed", res[0].Err)
 		}
+	})
+}
+
+// parkOnly parks every request in bulk, which flushes only at Close.
+type parkOnly struct{ bulk *Batcher[int] }
+
+func (m *parkOnly) Start(r Request[int]) Request[int] { return m.bulk.Add(r) }
+func (m *parkOnly) Close()                            {}
+
+// The Resumed event of a member whose context ends while parked is
+// observed on the context's goroutine, not one the engine started; Close
+// from there waited for the drain, which waited for that very member: a
+// hang (found by review). It is refused like any Close from the engine.
+func TestCloseFromAnObserverOfACancelledMemberIsRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &parkOnly{bulk: NewBatcher(func(context.Context, []Request[int]) error { return nil },
+			MaxWait(time.Hour), NoIdleFlush())}
+		var p *Pipelines[int]
+		closeErr := make(chan error, 1)
+		obs := ObserverFunc(func(e Event) {
+			if e.Kind == Resumed && e.Err != nil {
+				closeErr <- p.Close()
+			}
+		})
+		p = etNew[int](t, m, WithWorkers(2), WithObserver(obs))
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan []Request[int])
+		go func() { done <- p.Do(ctx, 1) }()
+		synctest.Wait() // parked
+		cancel()
+		if err := <-closeErr; !errors.Is(err, ErrCloseInStage) {
+			t.Errorf("Close from the observer = %v, want ErrCloseInStage", err)
+		}
+		if r := <-done; !errors.Is(r[0].Err, context.Canceled) {
+			t.Errorf("the member: %v, want context.Canceled", r[0].Err)
+		}
+		p.Close()
 	})
 }

@@ -15,19 +15,31 @@
 // Start until it finishes, fails, or parks in a [Batcher]. All workers read
 // one input queue.
 //
-// # Groups and output
+// # Calling it
 //
-// Callers share one Pipelines through groups ([Pipelines.NewGroup]): each
-// group's requests come back only on its own [Group.Out]. [Group.Submit]
-// blocks while the group or the Pipelines are full ([WithMaxInFlight],
-// [MaxInFlight]), honours its context, and returns [ErrClosed] after
-// [Group.Close]. Results leave as they finish, or in submission order for
-// ordered groups ([Ordered], [WithOrdered]).
+// [Pipelines.Do] is one call: it runs its items through the machine and
+// returns every result in order. It is the way to call statepipe from a
+// request handler; it never hangs, whatever the number of items.
 //
-// A group's output buffer holds every result it may owe, so workers never
-// wait for a consumer, and a consumer that stops reading blocks only its
-// own group's Submit. To stop early, cancel the submitting context and
-// Close the group: nothing waits for a reader that went away.
+// For a stream, callers share one Pipelines through groups
+// ([Pipelines.NewGroup]): each group's requests come back only on its own
+// [Group.Out]. [Group.Submit] blocks while the group or the Pipelines are
+// full ([WithMaxInFlight], [MaxInFlight]), honours its context, and returns
+// [ErrClosed] after [Group.Close]. Results leave as they finish, or in
+// submission order for ordered groups ([Ordered], [WithOrdered]). Submit and
+// read concurrently: submitting everything first and then reading Out waits
+// for ever once the bound is reached.
+//
+// # What a group costs
+//
+// A group costs what it holds, not its bound: about 2 KiB and a few
+// allocations when made (Do: under 1 KiB). Out's channel buffers up to 16
+// results; a group with a larger bound keeps the rest behind it, in memory
+// that grows with them, moved into Out by a goroutine of the group while
+// there are any. A blocked Submit costs no CPU: it wakes when its group's
+// consumer makes room. A consumer that stops reading a large group early
+// calls [Group.Discard], so that nothing waits for it; a consumer that
+// stops reading only blocks its own group's Submit.
 //
 // # Errors and panics
 //
@@ -35,7 +47,9 @@
 // with the error that stopped it — the error a stage set, its context's
 // error (checked before every stage), a [*PanicError] (a panic in a stage,
 // a middleware or a flush; the pipelines keep running), a [*CycleError]
-// (with [WithDAG]), or a batch error.
+// (with [WithDAG]), or a batch error. Bad configuration, of the options or
+// of the machine's batchers, fails New with an error wrapping
+// [ErrInvalidOption].
 //
 // # Batching
 //
@@ -44,14 +58,25 @@
 //	r.Next = m.afterStore // where to resume after the bulk call
 //	return m.bulk.Add(r)  // park: the worker is free at once
 //
-// The batch flushes when it holds [MaxItems] requests or [MaxBytes] of
-// data, when [MaxWait] has passed since its first request, when nothing is
-// left running that could join it, and when the Pipelines close. One call
-// of the flush function serves the whole batch and sets each member's
-// Data, Err and Next; each member then resumes at its own Next. [BatchKey]
-// keeps one batch per key; [MaxFlushes] bounds concurrent flushes. Parked
-// requests count as in flight, so a slow bulk service pushes back on
-// Submit.
+// A batch is due when [MaxWait] has passed since its first request, when
+// nothing is left running that could join it, and when the Pipelines
+// close; it flushes as soon as one of [MaxFlushes] slots is free, and
+// takes new requests until then, so requests that arrive while the bulk
+// calls are busy gather into the next batch. A batch full at [MaxItems] or
+// [MaxBytes] flushes when a slot is free. One call of the flush function
+// serves the whole batch and sets each member's Data, Err and Next; each
+// member then resumes at its own Next. [BatchKey] keeps one batch per key.
+//
+// Parked requests count as in flight, so a slow bulk service pushes back
+// on Submit, and the Pipelines need room for MaxItems x MaxFlushes parked
+// requests per batcher: the default bound leaves it for every batcher New
+// finds in the machine.
+//
+// A request/response caller pays for batching only what it waits for: with
+// the engine idle, its request's batch is due at once, and with
+// MaxFlushes(n), n callers' batches flush at once. MaxWait(0) adds no wait
+// of its own and still batches under load; a longer MaxWait makes fuller
+// batches from input that trickles in, at that cost in latency.
 //
 // # Observability
 //
@@ -63,24 +88,32 @@
 // [Graph.Mermaid] and [Graph.DOT]. [WithObserver] receives every event
 // (request start and end, stage runs, park and resume, flushes, panics)
 // for tracing and metrics; the contrib modules adapt both to Prometheus
-// and OpenTelemetry. [WithLogger] logs start, close and recovered panics,
-// never per request.
+// and OpenTelemetry. [WithLogger] logs start, close, recovered panics and
+// configuration warnings, never per request.
 //
 // # Cost
 //
-// The engine allocates nothing per request. Naming the next stage with a
-// method value built in the stage (r.Next = m.Approve) allocates one small
-// closure per transition, in user code; make stage values once in the
-// constructor (m.approve = m.Approve) and assign those to avoid it (see
-// [Stage]). Statistics ([Pipelines.Stats]) are counted per worker and cost
-// no atomic operation per request; times are measured on every 8th
-// request, since a clock reading costs more than a transition. A Batcher allocates per batch, not per
-// request, and watches a member's context only if that context can end.
+// The engine allocates nothing per request: a request's bookkeeping lives
+// in a pooled record, and the Request a stage gets is its four fields and
+// two words. Naming the next stage with a method value built in the stage
+// (r.Next = m.Approve) allocates one small closure per transition, in user
+// code; make stage values once in the constructor (m.approve = m.Approve)
+// and assign those to avoid it (see [Stage]). Each stage call costs one
+// atomic operation, by which the engine knows whether a Batcher took the
+// request. Statistics ([Pipelines.Stats]) are counted per worker and cost
+// no atomic operation per request; times are measured on one request in
+// 32, since a clock reading costs more than a transition. A Batcher
+// allocates nothing per flush in steady state, and watches a member's
+// context only if that context can end.
 //
 // # Shutdown
 //
 // [Pipelines.Close] stops intake, closes every group, flushes pending
 // batches, lets in-flight requests finish, waits for every goroutine it
 // started and then calls the machine's Close. It never waits for
-// consumers: results not yet read stay in their group's Out.
+// consumers: results not yet read stay in their group's Out (behind it,
+// for a large group, with its goroutine until they are read or the group
+// is discarded; see [Group.Out]). Called from a
+// stage, a flush or an observer, where it would wait for itself, it
+// returns [ErrCloseInStage].
 package statepipe

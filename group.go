@@ -2,6 +2,7 @@ package statepipe
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -30,9 +31,10 @@ type Group[T any] struct {
 	room     wakeup // a delivery or a receive seen wakes a Submit waiting for room
 	seqs     atomic.Uint64
 
-	// betweenReads, if set, runs in heldAt between its reads: a test
-	// forces the interleavings that admission must survive.
-	betweenReads func()
+	// Set by tests only, to force the interleavings admission must
+	// survive: betweenReads runs in heldAt between its reads, beforeWait
+	// in waitRoom before the caller counts as a waiter.
+	betweenReads, beforeWait func()
 
 	done      chan struct{} // closed by Close: wakes blocked Submits
 	closeOnce sync.Once
@@ -134,9 +136,6 @@ func (g *Group[T]) admit(ctx context.Context) error {
 		if err := g.waitRoom(ctx); err != nil {
 			return err
 		}
-		if err := ctx.Err(); err != nil { // room and the end of ctx came together
-			return err
-		}
 	}
 }
 
@@ -169,13 +168,36 @@ func (g *Group[T]) owedNow() int64 {
 }
 
 // waitRoom waits until the group may have room. The results the group
-// holds in Out's buffer leave it unseen; if there are any, the group is
-// watched for them (see roomWatch).
+// holds in Out's buffer leave it unseen; if there are any once the caller
+// counts as a waiter, the group is watched for them (see roomWatch). A
+// consumer that is reading takes one within microseconds, so the waiter
+// first yields a few times before it sleeps: timers on some machines do
+// not fire sooner than a millisecond.
 func (g *Group[T]) waitRoom(ctx context.Context) error {
+	if len(g.out) > 0 {
+		for range spinYields {
+			runtime.Gosched()
+			if g.hasRoom() {
+				return nil
+			}
+		}
+	}
+	if g.beforeWait != nil {
+		g.beforeWait()
+	}
+	return g.room.wait(ctx, g.hasRoom, g.watchIfHolding, nil, g.done, g.p.closing)
+}
+
+// spinYields is how many times a Submit yields for a consumer that is
+// reading before it waits.
+const spinYields = 16
+
+// watchIfHolding asks the room watcher to watch g if it holds results in
+// Out's buffer.
+func (g *Group[T]) watchIfHolding() {
 	if len(g.out) > 0 {
 		g.p.watch.add(g)
 	}
-	return g.room.wait(ctx, g.hasRoom, nil, g.done, g.p.closing)
 }
 
 // giveBack returns the place of a Submit that failed after taking one.
@@ -229,8 +251,13 @@ func (g *Group[T]) Discard() {
 	dropped := g.q.discard()
 	g.mu.Unlock()
 	g.delivered(dropped, false)
-	// The consumer is gone: take what it left in out. That also makes room
-	// for the one result a forwarder may be sending, so that it ends.
+	g.drainOut()
+}
+
+// drainOut takes what a consumer that left has not from out. That also
+// makes room for the one result a forwarder may be sending, so that it
+// ends.
+func (g *Group[T]) drainOut() {
 	for {
 		select {
 		case _, ok := <-g.out:

@@ -34,10 +34,15 @@ func newWakeup() wakeup { return wakeup{ch: make(chan struct{}, 1)} }
 
 // wait blocks until room() is true, a wake-up arrives, poll fires (nil:
 // never), ctx ends, or one of stop closes. The caller re-checks for room
-// after it returns nil.
-func (w *wakeup) wait(ctx context.Context, room func() bool, poll <-chan time.Time, stop, stop2 <-chan struct{}) error {
+// after it returns nil. registered, if not nil, runs once the caller
+// counts as a waiter, before room is checked: whatever it arranges to
+// wake the waiter (a watch) cannot be missed.
+func (w *wakeup) wait(ctx context.Context, room func() bool, registered func(), poll <-chan time.Time, stop, stop2 <-chan struct{}) error {
 	w.waiters.Add(1)
 	defer w.waiters.Add(-1)
+	if registered != nil {
+		registered()
+	}
 	// Registered first, checked second: a signal sent after this check
 	// sees the waiter and leaves a wake-up in ch.
 	if room() {
@@ -45,6 +50,12 @@ func (w *wakeup) wait(ctx context.Context, room func() bool, poll <-chan time.Ti
 	}
 	select {
 	case <-w.ch:
+		if err := ctx.Err(); err != nil {
+			// Room and the end of ctx came together: this waiter gives
+			// up, and passes the wake-up on to the next.
+			w.signalNow()
+			return err
+		}
 		return nil
 	case <-poll:
 		return nil

@@ -10,7 +10,12 @@ import (
 // An Observer receives the engine's events: to trace requests, export
 // metrics, or log. It is called synchronously on the goroutine where the
 // event happens (a worker, or a batcher's flush), so it must be fast and
-// must not block; it is called concurrently from several goroutines. A
+// must not block; it is called concurrently from several goroutines.
+//
+// The events of one request come in the order they happen, with one
+// exception: the StageDone and Parked of the stage that parks a request
+// are reported when that stage returns, and a batch that flushes at once
+// may already have resumed the request (Resumed, and what follows). A
 // panic in Observe is recovered and dropped with its event, so that an
 // observer's bug cannot take a request or the engine down with it: the
 // first panic is logged ([WithLogger]) and every one is counted in

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -256,4 +257,46 @@ func TestFlushObserverGivesTheFlushContext(t *testing.T) {
 			t.Errorf("flush %d ran without the observer's context", i)
 		}
 	}
+}
+
+// parkThenWork parks every request, then goes on working in the stage,
+// as a stage that ends a trace span after Add does.
+type parkThenWork struct {
+	bulk *Batcher[int]
+	work time.Duration
+}
+
+func (m *parkThenWork) Start(r Request[int]) Request[int] {
+	out := m.bulk.Add(r)
+	time.Sleep(m.work)
+	return out
+}
+func (m *parkThenWork) Close() {}
+
+// With an Observer, the worker reported the stage that parked a request
+// with the request's record, which the batch may already have flushed and
+// recycled: a data race, and a nil dereference that killed the process
+// (found by review).
+func TestObserverOfAParkedRequestDoesNotTouchItsRecord(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &parkThenWork{work: time.Millisecond}
+		m.bulk = NewBatcher(func(context.Context, []Request[int]) error { return nil }, MaxItems(1))
+		var parked atomic.Int64
+		obs := ObserverFunc(func(e Event) {
+			if e.Kind == Parked && e.Batch == "batch" {
+				parked.Add(1)
+			}
+		})
+		p := etNew[int](t, m, WithWorkers(4), WithObserver(obs))
+		items := make([]int, 50)
+		for i, r := range p.Do(context.Background(), items...) {
+			if r.Err != nil {
+				t.Errorf("request %d: %v", i, r.Err)
+			}
+		}
+		p.Close()
+		if parked.Load() != 50 {
+			t.Errorf("%d Parked events naming the batcher, want 50", parked.Load())
+		}
+	})
 }

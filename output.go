@@ -48,6 +48,12 @@ func (g *Group[T]) put(seq uint64, r Request[T]) {
 			select {
 			case g.out <- r:
 				g.delivered(1, false)
+				if g.discarded.Load() {
+					// Discard ran meanwhile, and may have emptied out
+					// before this send: empty it again, so that a
+					// forwarder's send can end.
+					g.drainOut()
+				}
 				return
 			default:
 			}

@@ -193,3 +193,112 @@ func cpuTime(t *testing.T) time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// A Submit must not sleep unwatched while its group holds a result in Out:
+// the consumer's receive would then wake nobody, and a group of one, with
+// nothing else to deliver, would wait for ever. The look at Out used to
+// come before the Submit counted as a waiter; a delivery in between woke
+// nobody and the group went unwatched (found by review; 146 hangs in 17
+// million Submits).
+func TestSubmitWaitingOnAHeldResultIsWatched(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		p := etNew[int](t, etGatedM(gate), WithWorkers(2))
+		g := p.NewGroup(MaxInFlight(1))
+		if err := g.Submit(context.Background(), etGated); err != nil { // held inside
+			t.Fatal(err)
+		}
+		g.beforeWait = func() {
+			g.beforeWait = nil
+			close(gate) // the result reaches Out before the Submit waits
+			for len(g.out) == 0 || g.sent.Load() == 0 {
+				runtime.Gosched()
+			}
+		}
+		errc := etSubmitAsync(g, context.Background(), 1)
+		synctest.Wait()
+		<-g.Out() // the consumer makes room
+		time.Sleep(maxWatch)
+		synctest.Wait()
+		if err, done := etReturned(errc); !done || err != nil {
+			t.Errorf("Submit returned %v, %v after the consumer made room; want nil", done, err)
+			g.Close()
+		}
+		g.Close()
+		etDrain(g)
+		p.Close()
+	})
+}
+
+// Every waiter of a watched group wakes as its consumer makes room, not
+// only the first: the watcher used to stop watching a group at its first
+// receive, and the second waiter slept until the group's next delivery.
+func TestEveryWaiterOfAWatchedGroupWakes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		p := etNew[int](t, etGatedM(gate), WithWorkers(4))
+		g := p.NewGroup(MaxInFlight(2))
+		etSubmitN(t, g, 2)
+		synctest.Wait() // both results in Out
+		first := etSubmitAsync(g, context.Background(), etGated)
+		second := etSubmitAsync(g, context.Background(), etGated)
+		synctest.Wait()
+		for i, errc := range []<-chan error{first, second} {
+			<-g.Out() // room for one more
+			time.Sleep(maxWatch)
+			synctest.Wait()
+			returned := 0
+			for _, c := range []<-chan error{first, second} {
+				if len(c) > 0 {
+					returned++
+				}
+			}
+			if returned != i+1 {
+				t.Fatalf("after %d receives, %d of the 2 waiting Submits returned", i+1, returned)
+			}
+			_ = errc
+		}
+		close(gate)
+		g.Close()
+		etDrain(g)
+		p.Close()
+	})
+}
+
+// A waiter woken for room just as its context ends gives up, and passes
+// the wake-up on: it used to swallow it, and the next waiter slept with
+// room in the group (found by review).
+func TestAWaiterThatGivesUpPassesItsWakeupOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		gate := make(chan struct{})
+		p := etNew[int](t, etGatedM(gate), WithWorkers(2))
+		g := p.NewGroup(MaxInFlight(2))
+		etSubmitN(t, g, 2)
+		synctest.Wait()
+		ctx, cancel := context.WithCancel(context.Background())
+		giver := etSubmitAsync(g, ctx, 10)
+		synctest.Wait()
+		waiter := etSubmitAsync(g, context.Background(), 11)
+		synctest.Wait()
+
+		// What the watcher does on seeing a receive, with the giver's
+		// context ending right then; the group is no longer watched, so
+		// only the wake-up can reach the other waiter.
+		p.watch.mu.Lock()
+		<-g.Out()
+		delete(p.watch.groups, g)
+		g.room.signalNow()
+		cancel()
+		p.watch.mu.Unlock()
+		time.Sleep(maxWatch)
+		synctest.Wait()
+		if err, done := etReturned(waiter); !done || err != nil {
+			t.Errorf("the other waiter: returned %v, %v; want nil (there is room)", done, err)
+		}
+		<-giver
+		close(gate)
+		g.Close()
+		etDrain(g)
+		p.Close()
+	})
+}

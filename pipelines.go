@@ -144,10 +144,19 @@ func engineGoroutine(wg *sync.WaitGroup, f func()) {
 	f()
 }
 
-var engineEntry = reflect.ValueOf(engineGoroutine).Pointer()
+// engineCall runs f on a frame that Close recognises as the engine's, on
+// a goroutine the engine did not start (a context's AfterFunc).
+//
+//go:noinline
+func engineCall(f func()) { f() }
 
-// onEngineGoroutine reports whether the calling goroutine was started by
-// goEngine, of any Pipelines.
+var (
+	engineEntry     = reflect.ValueOf(engineGoroutine).Pointer()
+	engineCallEntry = reflect.ValueOf(engineCall).Pointer()
+)
+
+// onEngineGoroutine reports whether the caller runs for the engine, of
+// any Pipelines: on a goroutine started by goEngine, or under engineCall.
 func onEngineGoroutine() bool {
 	pcs := make([]uintptr, 64)
 	for {
@@ -161,7 +170,7 @@ func onEngineGoroutine() bool {
 	frames := runtime.CallersFrames(pcs)
 	for {
 		f, more := frames.Next()
-		if f.Entry == engineEntry {
+		if f.Entry == engineEntry || f.Entry == engineCallEntry {
 			return true
 		}
 		if !more {
@@ -296,10 +305,7 @@ func (p *Pipelines[T]) admit(ctx context.Context, groupDone <-chan struct{}) (ui
 			}
 			return uint64(a + 1), nil
 		}
-		if err := p.room.wait(ctx, p.hasRoom, nil, p.closing, groupDone); err != nil {
-			return 0, err
-		}
-		if err := ctx.Err(); err != nil { // room and the end of ctx came together
+		if err := p.room.wait(ctx, p.hasRoom, nil, nil, p.closing, groupDone); err != nil {
 			return 0, err
 		}
 	}
@@ -372,7 +378,7 @@ func (p *Pipelines[T]) checkDrained() {
 func (p *Pipelines[T]) enqueue(g *Group[T], ctx context.Context, data T, id, seq uint64) {
 	rec := p.records.get()
 	rec.group, rec.seq, rec.from = g, seq, nodeIn
-	rec.req = Request[T]{Ctx: ctx, Data: data, Next: p.start, rec: rec, tag: id << callBits}
+	rec.req = Request[T]{Ctx: ctx, Data: data, Next: p.start, rec: rec, tag: (id & idMask) << callBits}
 	if timed(id) || p.obs != nil {
 		rec.queued = clock() // this one is timed; see Stats
 	}
@@ -392,7 +398,7 @@ func (p *Pipelines[T]) deliver(rec *record[T], r Request[T]) {
 func (p *Pipelines[T]) handOut(rec *record[T], r Request[T]) {
 	g, seq := rec.group, rec.seq
 	p.records.put(rec)
-	r.rec, r.tag, r.Next = nil, r.tag&^(1<<callBits-1), nil
+	r.rec, r.tag, r.Next = nil, r.tag&^callMask, nil
 	g.put(seq, r)
 }
 

@@ -67,8 +67,23 @@ func (rs *records[T]) get() *record[T] {
 	return &record[T]{p: rs.p}
 }
 
+// move gives the request held in rec, which the caller owns, a fresh
+// record, and recycles rec: copies of the request that name rec can never
+// be taken again.
+func (rs *records[T]) move(rec *record[T]) *record[T] {
+	fresh := rs.get()
+	fresh.group, fresh.seq = rec.group, rec.seq
+	fresh.queued, fresh.started, fresh.from = rec.queued, rec.started, rec.from
+	fresh.visited.low, fresh.visited.high = rec.visited.low, append(fresh.visited.high[:0], rec.visited.high...)
+	fresh.trail = rec.trail
+	rs.put(rec)
+	return fresh
+}
+
 // put recycles rec once its request has left the machine. Nothing of the
-// request stays reachable from it.
+// request stays reachable from it. Its owner is left as it is: 0, or the
+// tag of a call that never ran (a request that failed between calls),
+// which no copy carries; the next request's tags have another id.
 func (rs *records[T]) put(rec *record[T]) {
 	rec.req = Request[T]{}
 	rec.group = nil

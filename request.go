@@ -20,9 +20,14 @@ type Request[T any] struct {
 	tag uint64     // id<<callBits | stage call; see record.owner
 }
 
-// callBits of a tag count the stage calls of one request, so that a copy
-// kept from an earlier call no longer matches; the other bits are its id.
-const callBits = 16
+// callBits of a tag count the stage calls of one request on its record,
+// so that a copy kept from an earlier call no longer matches; the other
+// bits are its id (47 bits, below parkedBit).
+const (
+	callBits = 16
+	callMask = 1<<callBits - 1
+	idMask   = 1<<(63-callBits) - 1
+)
 
 // parkedBit marks the Request a parker returns for the stage to return
 // (return b.Add(r)): it names the parker's graph node, so that the worker

@@ -215,3 +215,66 @@ func (m *racer) Start(r Request[int]) Request[int] {
 }
 
 func (m *racer) Close() {}
+
+// A stale copy given to a Batcher not used yet must not bind it to its
+// Pipelines, closed or not: the batcher then failed its real use elsewhere
+// (ErrBatcherShared), and after Close its goroutine leaked (found by
+// review).
+func TestStaleCopyDoesNotBindABatcher(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		k := newKeeper(func(*keeper, Request[int]) Stage[int] { return nil })
+		p := etNew[int](t, k, WithWorkers(1))
+		p.Do(context.Background(), 1)
+		stale := <-k.kept
+		p.Close()
+		fresh := NewBatcher(func(context.Context, []Request[int]) error { return nil })
+		if r := fresh.Add(stale); !errors.Is(r.Err, ErrNotRunning) {
+			t.Errorf("stale Add: %v, want ErrNotRunning", r.Err)
+		}
+		other := etNew[int](t, &parkOnly{bulk: fresh}, WithWorkers(1))
+		if r := other.Do(context.Background(), 2)[0]; r.Err != nil {
+			t.Errorf("the batcher's real use: %v", r.Err)
+		}
+		other.Close() // the bubble fails the test if a goroutine is left
+	})
+}
+
+// looper loops in Loop for a count of calls set in Data, keeping a copy of
+// its request from the first call and trying to park it at the last.
+type looper struct {
+	bulk *Batcher[int]
+	loop Stage[int]
+	kept Request[int]
+	n    int
+}
+
+func (m *looper) Start(r Request[int]) Request[int] { r.Next = m.loop; return r }
+func (m *looper) Loop(r Request[int]) Request[int] {
+	m.n++
+	switch {
+	case m.n == 1:
+		m.kept = r
+	case m.n == r.Data:
+		return m.bulk.Add(m.kept) // stale: refused, and the request goes on
+	}
+	if m.n < r.Data+5 {
+		r.Next = m.loop
+	}
+	return r
+}
+func (m *looper) Close() {}
+
+// The count of stage calls in a tag has 16 bits: 65,536 calls later, a
+// copy kept from the first call carried the current tag again and was
+// taken (found by review). A request that makes that many calls moves to
+// a fresh record, which no copy names.
+func TestStaleCopyIsRefusedAfterTheCallCountWraps(t *testing.T) {
+	m := &looper{bulk: NewBatcher(func(context.Context, []Request[int]) error { return nil })}
+	m.loop = m.Loop
+	p := etNew[int](t, m, WithWorkers(1))
+	defer p.Close()
+	r := p.Do(context.Background(), 1+1<<callBits)[0]
+	if !errors.Is(r.Err, ErrNotRunning) {
+		t.Errorf("Err %v after %d calls, want ErrNotRunning: the stale copy was taken", r.Err, m.n)
+	}
+}

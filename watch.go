@@ -37,8 +37,7 @@ func newRoomWatch[T any]() *roomWatch[T] {
 	return &roomWatch[T]{groups: map[*Group[T]]int64{}, added: make(chan struct{}, 1), quit: make(chan struct{})}
 }
 
-// add watches g until its consumer takes a result or no Submit waits on
-// it. The receives counted are the fewest seen by any of the group's
+// add watches g until no Submit waits on it. The receives counted are the fewest seen by any of the group's
 // waiters, so that each waiter learns of the receives after its own look.
 func (w *roomWatch[T]) add(g *Group[T]) {
 	rcv := g.receives()
@@ -84,17 +83,22 @@ func (w *roomWatch[T]) run() {
 }
 
 // look wakes a waiter of every watched group whose consumer took a
-// result, stops watching those and the groups nobody waits on any more,
-// and returns whether any took one and how many are still watched.
+// result, stops watching the groups nobody waits on any more, and returns
+// whether any took one and how many are still watched. A group stays
+// watched while it has waiters: the one woken may leave no room for the
+// others, which wait for the next receive.
 func (w *roomWatch[T]) look() (changed bool, left int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for g, seen := range w.groups {
-		took := g.receives() > seen
-		if took || g.room.waiters.Load() == 0 {
+		if g.room.waiters.Load() == 0 {
 			delete(w.groups, g)
+			continue
+		}
+		if rcv := g.receives(); rcv > seen {
+			w.groups[g] = rcv
 			g.room.signalNow()
-			changed = changed || took
+			changed = true
 		}
 	}
 	return changed, len(w.groups)

@@ -92,6 +92,9 @@ func (w *worker[T]) receive() (rec *record[T], ok bool) {
 func (w *worker[T]) run(rec *record[T]) {
 	p := w.p
 	r := rec.req
+	// The group's id, for events: read now, while the worker owns the
+	// record, which a parker may recycle once it has the request.
+	gid := rec.group.id
 	// Stage runs are timed for the sampled requests, and for all while an
 	// Observer is set; the clock costs more than the rest of a transition.
 	timed := rec.queued != 0
@@ -106,7 +109,7 @@ func (w *worker[T]) run(rec *record[T]) {
 			rec.started = now
 			w.stats.local.queued.observe(now - rec.queued)
 			if p.obs != nil {
-				p.obs.Observe(Event{Kind: RequestStarted, Request: r.ID(), Group: rec.group.id, Ctx: r.Ctx,
+				p.obs.Observe(Event{Kind: RequestStarted, Request: r.ID(), Group: gid, Ctx: r.Ctx,
 					Duration: nanos(now - rec.queued)})
 			}
 		}
@@ -128,7 +131,7 @@ func (w *worker[T]) run(rec *record[T]) {
 			w.stats.stageTime(id, d)
 		}
 		if p.obs != nil {
-			w.observeStage(&r, rec.group.id, id, d, err, !kept, 0)
+			w.observeStage(&r, gid, id, d, err, !kept, 0)
 		}
 		if !kept {
 			return // the parker has the request and will resume it
@@ -181,11 +184,19 @@ func (w *worker[T]) run(rec *record[T]) {
 		id = -1
 		// Take the request back, and in the same swap publish the tag of
 		// the next call, if any: a copy from this call is stale from now.
+		// After 2^16 calls the call count would come round again, so the
+		// request moves to a fresh record instead (copies kept name the
+		// old one, which nothing will take from again).
 		next := uint64(0)
-		if out.Next != nil && out.Err == nil {
+		if out.Next != nil && out.Err == nil && nextCall(tag)&callMask != 0 {
 			next = nextCall(tag)
 		}
 		kept := rec.owner.CompareAndSwap(tag, next)
+		if kept && next == 0 && out.Next != nil && out.Err == nil {
+			rec = p.records.move(rec)
+			r.rec = rec
+			first = true
+		}
 		lastTime = -1
 		if timed {
 			now = clock()
@@ -203,7 +214,7 @@ func (w *worker[T]) run(rec *record[T]) {
 				w.stats.local.edges.add(node(sid), at, lastTime)
 			}
 			if p.obs != nil {
-				w.observeStage(&r, rec.group.id, sid, lastTime, nil, true, at)
+				w.observeStage(&r, gid, sid, lastTime, nil, true, at)
 			}
 			return
 		}
@@ -213,10 +224,12 @@ func (w *worker[T]) run(rec *record[T]) {
 			r.Ctx = out.Ctx
 		}
 		r.Data, r.Err, r.Next = out.Data, out.Err, out.Next
-		tag = next
+		if !first {
+			tag = next
+		}
 		w.stats.stage(sid, r.Err != nil)
 		if p.obs != nil {
-			w.observeStage(&r, rec.group.id, sid, lastTime, r.Err, false, 0)
+			w.observeStage(&r, gid, sid, lastTime, r.Err, false, 0)
 		}
 	}
 	end := nodeDone
@@ -228,10 +241,7 @@ func (w *worker[T]) run(rec *record[T]) {
 }
 
 // nextCall returns the tag of the stage call after the one tagged tag.
-func nextCall(tag uint64) uint64 {
-	const calls = 1<<callBits - 1
-	return tag&^calls | (tag+1)&calls
-}
+func nextCall(tag uint64) uint64 { return tag&^callMask | (tag+1)&callMask }
 
 // observeStage tells the observer of a stage run that took d (-1: not
 // timed), and of the park if a parker (at node at, if known) took the
