@@ -3,6 +3,7 @@ package statepipe
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -44,6 +45,10 @@ type Group[T any] struct {
 	mu sync.Mutex
 	q  outQueue[T] // results on their way to out; guarded by mu
 
+	// The Pipelines' list of open groups; guarded by the Pipelines' mu.
+	prev, next *Group[T]
+	listed     bool
+
 	// Do's groups deliver into sink, by position, instead of out.
 	sink     []Request[T]
 	owed     atomic.Int64
@@ -61,7 +66,7 @@ func (p *Pipelines[T]) NewGroup(opts ...GroupOption) *Group[T] {
 	gc := groupConfig{ordered: p.cfg.ordered, maxInFlight: p.cfg.maxInFlight}
 	for _, o := range opts {
 		if o != nil {
-			o.applyGroup(&gc)
+			gc = o.applyGroup(gc)
 		}
 	}
 	limit := min(max(gc.maxInFlight, 1), p.cfg.maxInFlight)
@@ -282,6 +287,48 @@ func (g *Group[T]) maybeFinish() {
 		close(g.out)
 		g.p.unregister(g)
 	}
+}
+
+// groupList is an intrusive list of groups: adding and removing one costs
+// no allocation and no hashing, which matters to a group per call.
+type groupList[T any] struct {
+	head *Group[T]
+	n    int
+}
+
+func (l *groupList[T]) add(g *Group[T]) {
+	g.next, g.listed = l.head, true
+	if l.head != nil {
+		l.head.prev = g
+	}
+	l.head = g
+	l.n++
+}
+
+func (l *groupList[T]) remove(g *Group[T]) {
+	if !g.listed {
+		return
+	}
+	if g.prev != nil {
+		g.prev.next = g.next
+	} else {
+		l.head = g.next
+	}
+	if g.next != nil {
+		g.next.prev = g.prev
+	}
+	g.prev, g.next, g.listed = nil, nil, false
+	l.n--
+}
+
+// all returns the groups listed, oldest first.
+func (l *groupList[T]) all() []*Group[T] {
+	out := make([]*Group[T], 0, l.n)
+	for g := l.head; g != nil; g = g.next {
+		out = append(out, g)
+	}
+	slices.Reverse(out)
+	return out
 }
 
 func (g *Group[T]) stats() GroupStats {

@@ -188,12 +188,12 @@ func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []M
 
 // A GroupOption configures [Pipelines.NewGroup].
 type GroupOption interface {
-	applyGroup(*groupConfig)
+	applyGroup(groupConfig) groupConfig // by value: the config of a new group stays on the stack
 }
 
-type groupOptionFunc func(*groupConfig)
+type groupOptionFunc func(groupConfig) groupConfig
 
-func (f groupOptionFunc) applyGroup(c *groupConfig) { f(c) }
+func (f groupOptionFunc) applyGroup(c groupConfig) groupConfig { return f(c) }
 
 type groupConfig struct {
 	ordered     bool
@@ -203,7 +203,7 @@ type groupConfig struct {
 // Ordered makes a group release its results in submission order. A slow
 // request holds back the ones submitted after it (head-of-line blocking).
 func Ordered() GroupOption {
-	return groupOptionFunc(func(c *groupConfig) { c.ordered = true })
+	return groupOptionFunc(func(c groupConfig) groupConfig { c.ordered = true; return c })
 }
 
 // MaxInFlight bounds the group's requests admitted by Submit and not yet
@@ -212,5 +212,5 @@ func Ordered() GroupOption {
 // default is the Pipelines' [WithMaxInFlight]; values below 1 or above it
 // are clamped to that range.
 func MaxInFlight(n int) GroupOption {
-	return groupOptionFunc(func(c *groupConfig) { c.maxInFlight = n })
+	return groupOptionFunc(func(c groupConfig) groupConfig { c.maxInFlight = n; return c })
 }

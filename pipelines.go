@@ -49,8 +49,8 @@ type Pipelines[T any] struct {
 	wg      sync.WaitGroup
 
 	mu       sync.Mutex
-	groups   map[*Group[T]]struct{} // open groups, closed by Close
-	groupIDs atomic.Uint64          // the last group id given
+	groups   groupList[T]  // open groups, closed by Close
+	groupIDs atomic.Uint64 // the last group id given
 
 	// Counts of the requests batchers finished themselves (see outTally).
 	outside struct {
@@ -105,7 +105,6 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		room:       newWakeup(),
 		drained:    make(chan struct{}),
 		closing:    make(chan struct{}),
-		groups:     make(map[*Group[T]]struct{}),
 		watch:      newRoomWatch[T](),
 	}
 	if cfg.observer != nil {
@@ -202,10 +201,7 @@ func (p *Pipelines[T]) Close() error {
 		p.closeAdmission()
 
 		p.mu.Lock()
-		groups := make([]*Group[T], 0, len(p.groups))
-		for g := range p.groups {
-			groups = append(groups, g)
-		}
+		groups := p.groups.all()
 		p.mu.Unlock()
 		for _, g := range groups {
 			g.Close()
@@ -276,13 +272,13 @@ func (p *Pipelines[T]) register(g *Group[T]) bool {
 	if p.closed() {
 		return false
 	}
-	p.groups[g] = struct{}{}
+	p.groups.add(g)
 	return true
 }
 
 func (p *Pipelines[T]) unregister(g *Group[T]) {
 	p.mu.Lock()
-	delete(p.groups, g)
+	p.groups.remove(g)
 	p.mu.Unlock()
 }
 

@@ -90,10 +90,7 @@ func (p *Pipelines[T]) Stats() Stats {
 		s.Stages[i] = StageStats{Name: n, Runs: st.runs, Errors: st.errs, Latency: st.latency}
 	}
 	p.mu.Lock()
-	groups := make([]*Group[T], 0, len(p.groups))
-	for g := range p.groups {
-		groups = append(groups, g)
-	}
+	groups := p.groups.all()
 	p.mu.Unlock()
 	for _, g := range groups {
 		s.Groups = append(s.Groups, g.stats())
