@@ -229,11 +229,12 @@ func (b *Batcher[T]) settle(bt *batch[T], members []member[T], reqs []Request[T]
 	if len(finished) > 0 {
 		b.p.release(int64(len(finished)))
 	}
-	if len(finished) == len(members) && b.p.idleNow() {
-		// Nothing went back to the workers, so none will become idle
-		// again: a batch that gathered during this flush is due now
-		// rather than left to linger.
-		b.engineIdle()
+	if len(finished) == len(members) {
+		// Nothing went back to the workers, so none may go to wait
+		// again: a batch that gathered during this flush, here or in
+		// another batcher, is due now if the engine is idle, rather than
+		// left to linger.
+		b.p.tellIfIdle()
 	}
 	if !reuse {
 		reqs = nil

@@ -312,6 +312,20 @@ func (p *Pipelines[T]) hasRoom() bool {
 	return p.admitted.Load()&^closedBit-p.released.Load() < int64(p.cfg.maxInFlight) && len(p.in) < p.queueDepth
 }
 
+// tellIfIdle tells the parkers if the engine is idle: nothing is running,
+// nothing is queued and no Submit is about to come in, so no request can
+// join a pending batch any more and batches need not linger. A worker
+// that goes to wait calls it, and so does a flush that sent nothing back
+// to the workers (which then will not go to wait again).
+func (p *Pipelines[T]) tellIfIdle() {
+	if !p.idleNow() || p.submitting() {
+		return
+	}
+	for _, pk := range *p.parkers.Load() {
+		pk.engineIdle()
+	}
+}
+
 // submitting reports whether a Submit is about to come in: one waits only
 // for the queue to get shorter, or one was let in and has not reached the
 // queue yet (the requests inside are more than those parked). Either way

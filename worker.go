@@ -64,14 +64,8 @@ func (w *worker[T]) receive() (rec *record[T], ok bool) {
 	default:
 	}
 	w.stats.publish()
-	if int(p.idle.Add(1)) == len(p.workers) && len(p.in) == 0 && !p.submitting() {
-		// Nothing is running, nothing is queued and no Submit is about
-		// to come in: no request can join a pending batch any more, so
-		// batches need not linger.
-		for _, pk := range *p.parkers.Load() {
-			pk.engineIdle()
-		}
-	}
+	p.idle.Add(1)
+	p.tellIfIdle()
 	rec, ok = <-p.in
 	p.idle.Add(-1)
 	p.room.signal()
