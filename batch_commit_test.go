@@ -62,7 +62,7 @@ func TestMaxWaitZeroCommitsInGroups(t *testing.T) {
 		const items = 5000
 		log := &flushLog{pause: time.Millisecond}
 		m := &batched{bulk: NewBatcher(log.flush, MaxWait(0), MaxItems(500))}
-		p := etNew[int](t, m, WithWorkers(8))
+		p := mustNew[int](t, m, WithWorkers(8))
 		var wg sync.WaitGroup
 		for c := range 50 { // 50 callers, 100 requests each, one at a time
 			wg.Go(func() {
@@ -92,7 +92,7 @@ func TestIdleFlushesUseEveryFlushSlot(t *testing.T) {
 		const slots = 4
 		log := &flushLog{pause: 10 * time.Millisecond}
 		m := &batched{bulk: NewBatcher(log.flush, MaxWait(time.Hour), MaxFlushes(slots))}
-		p := etNew[int](t, m, WithWorkers(2))
+		p := mustNew[int](t, m, WithWorkers(2))
 		var wg sync.WaitGroup
 		for c := range slots {
 			wg.Go(func() {
@@ -122,7 +122,7 @@ func TestDefaultBoundRunsEveryFlushFull(t *testing.T) {
 		// NoIdleFlush: batches flush full, whenever the one submitter
 		// lets the workers idle.
 		m := &batched{bulk: NewBatcher(log.flush, MaxItems(500), MaxFlushes(4), MaxWait(time.Hour), NoIdleFlush())}
-		p := etNew[int](t, m, WithWorkers(4))
+		p := mustNew[int](t, m, WithWorkers(4))
 		if got, want := cap(p.in), 1024+500*4; got != want {
 			t.Errorf("default bound %d, want %d", got, want)
 		}
@@ -161,8 +161,8 @@ func TestTooSmallBoundIsReported(t *testing.T) {
 		}
 
 		var logs syncBuffer
-		hidden := &bxHidden{add: NewBatcher(flush, MaxItems(500), MaxFlushes(4), BatchName("hidden")).Add}
-		p := etNew[int](t, hidden, WithMaxInFlight(1000), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+		hidden := &hiddenBatcher{add: NewBatcher(flush, MaxItems(500), MaxFlushes(4), BatchName("hidden")).Add}
+		p := mustNew[int](t, hidden, WithMaxInFlight(1000), WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 		if r := p.Do(context.Background(), 1)[0]; r.Err != nil {
 			t.Errorf("request: %v", r.Err)
 		}

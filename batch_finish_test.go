@@ -2,6 +2,7 @@ package statepipe
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -32,7 +33,7 @@ func TestBatchFinishesFinalRequests(t *testing.T) {
 	}
 	g := p.NewGroup()
 	const n = 100
-	go etSubmitRange(t, g, n)
+	go submitNThenClose(t, g, n)
 	seen := map[int]bool{}
 	for r := range g.Out() {
 		if seen[r.Data] {
@@ -154,6 +155,53 @@ func TestBatchFlushTimeout(t *testing.T) {
 		r := <-g.Out()
 		if r.Err != context.DeadlineExceeded || time.Since(start) != time.Second {
 			t.Errorf("out after %v with %v, want DeadlineExceeded after 1s", time.Since(start), r.Err)
+		}
+		g.Close()
+		p.Close()
+	})
+}
+
+// A flush that gave up at FlushTimeout while its bulk call went on had its
+// slice reused for the next batch, into which the abandoned call then wrote.
+// Here the late write happens during the next flush, after the first
+// request is out (so that it is ordered after the engine's last read).
+func TestTimedOutFlushSliceIsNotReused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &finalBatch{}
+		release, written := make(chan struct{}), make(chan struct{})
+		calls := 0
+		m.bulk = NewBatcher(func(ctx context.Context, b []Request[int]) error {
+			if calls++; calls > 1 {
+				for i := range b {
+					b[i].Data *= 10
+				}
+				<-written // the abandoned call writes meanwhile
+				return nil
+			}
+			go func() { // the first call's client, slower than FlushTimeout
+				<-release
+				for i := range b {
+					b[i].Data = -1 // a late write into the batch it was given
+				}
+				close(written)
+			}()
+			<-ctx.Done()
+			return ctx.Err()
+		}, FlushTimeout(2*time.Millisecond), MaxItems(1))
+		p, err := New[int](m, WithWorkers(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := p.NewGroup()
+		mustSubmit(t, g, context.Background(), 1)
+		if r := <-g.Out(); !errors.Is(r.Err, context.DeadlineExceeded) {
+			t.Fatalf("first request: %v, want the flush's deadline", r.Err)
+		}
+		mustSubmit(t, g, context.Background(), 7)
+		synctest.Wait() // the second flush runs
+		close(release)
+		if r := <-g.Out(); r.Data != 70 || r.Err != nil {
+			t.Errorf("second request: %d, %v; want 70: its batch shared a slice with the abandoned call", r.Data, r.Err)
 		}
 		g.Close()
 		p.Close()

@@ -50,16 +50,16 @@ func FuzzBatchEdges(f *testing.F) {
 			return time.Duration(b>>1) * 100 * time.Microsecond
 		}
 		synctest.Test(t, func(t *testing.T) {
-			rg := newBxRig(t, []BatchOption{MaxItems(maxItems), MaxWait(maxWait), MaxFlushes(maxFlushes)},
+			rg := newBatchRig(t, []BatchOption{MaxItems(maxItems), MaxWait(maxWait), MaxFlushes(maxFlushes)},
 				WithPipelines(2))
 			g := rg.p.NewGroup()
-			col := bxCollectAsync(g, rg.log.t0)
+			col := collectAsync(g, rg.log.t0)
 			if busy > 0 {
 				rg.sleeper(busy)
 			}
 			var maxGap time.Duration
 			for i := range n {
-				rg.submit(g, bxBG, bxItem{N: i, Val: i})
+				rg.submit(g, bg, batchItem{N: i, Val: i})
 				d := gap(i)
 				maxGap = max(maxGap, d)
 				time.Sleep(d)
@@ -68,10 +68,10 @@ func FuzzBatchEdges(f *testing.F) {
 			got := col.wait()
 			rg.p.Close()
 
-			bxCheckOnce(t, 0, bxIDs(0, n), bxReqs(got))
+			checkOnceInGroup(t, 0, itemIDs(0, n), requestsOf(got))
 			for _, s := range got {
 				r := s.r
-				bxOK(t, r)
+				checkFlushedThenAfter(t, r)
 				lat := s.at - r.Data.At.Sub(rg.log.t0)
 				if lat > maxWait+maxGap {
 					t.Errorf("request %d waited %v, more than MaxWait %v + largest gap %v", r.Data.N, lat, maxWait, maxGap)

@@ -13,12 +13,12 @@ import (
 // order they finish in.
 func TestDoReturnsResultsInOrder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		m := newEtM()
-		m.onA = func(m *etM, r Request[int]) Request[int] {
+		m := newChainM()
+		m.onA = func(m *chainM, r Request[int]) Request[int] {
 			time.Sleep(time.Duration(rand.IntN(5)) * time.Millisecond)
 			return m.stageA(r)
 		}
-		p := etNew[int](t, m, WithWorkers(4))
+		p := mustNew[int](t, m, WithWorkers(4))
 		items := make([]int, 200)
 		for i := range items {
 			items[i] = i * 3
@@ -28,8 +28,8 @@ func TestDoReturnsResultsInOrder(t *testing.T) {
 			t.Fatalf("%d results for %d items", len(res), len(items))
 		}
 		for i, r := range res {
-			if r.Err != nil || r.Data != etWant(items[i]) || r.Next != nil {
-				t.Errorf("result %d: Data %d, Err %v; want %d", i, r.Data, r.Err, etWant(items[i]))
+			if r.Err != nil || r.Data != chainOut(items[i]) || r.Next != nil {
+				t.Errorf("result %d: Data %d, Err %v; want %d", i, r.Data, r.Err, chainOut(items[i]))
 			}
 		}
 		p.Close()
@@ -40,11 +40,11 @@ func TestDoReturnsResultsInOrder(t *testing.T) {
 // reached; Do never does, whatever the number of items.
 func TestDoNeverHangsPastTheBound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := etNew[int](t, newEtM(), WithWorkers(2), WithMaxInFlight(8))
+		p := mustNew[int](t, newChainM(), WithWorkers(2), WithMaxInFlight(8))
 		items := make([]int, 5000)
 		res := p.Do(context.Background(), items...)
 		for i, r := range res {
-			if r.Err != nil || r.Data != etWant(0) {
+			if r.Err != nil || r.Data != chainOut(0) {
 				t.Fatalf("result %d: %+v", i, r)
 			}
 		}
@@ -58,18 +58,18 @@ func TestDoReportsItemsNotAccepted(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		m := newEtM()
-		m.onStart = func(m *etM, r Request[int]) Request[int] {
+		m := newChainM()
+		m.onStart = func(m *chainM, r Request[int]) Request[int] {
 			if r.Data == 3 {
 				cancel() // items from here on are refused at Submit, or fail at their next stage
 			}
 			return m.start(r)
 		}
-		p := etNew[int](t, m, WithWorkers(1), WithMaxInFlight(1))
+		p := mustNew[int](t, m, WithWorkers(1), WithMaxInFlight(1))
 		res := p.Do(ctx, 0, 1, 2, 3, 4, 5)
 		for i, r := range res[:3] {
-			if r.Err != nil || r.Data != etWant(i) {
-				t.Errorf("result %d: %+v, want %d", i, r, etWant(i))
+			if r.Err != nil || r.Data != chainOut(i) {
+				t.Errorf("result %d: %+v, want %d", i, r, chainOut(i))
 			}
 		}
 		if !errors.Is(res[3].Err, context.Canceled) {
@@ -103,7 +103,7 @@ func TestDoAllocatesPerCallNotPerItem(t *testing.T) {
 	if raceEnabled {
 		t.Skip("under the race detector sync.Pool drops records at random")
 	}
-	p := etNew[int](t, newEtM(), WithWorkers(2))
+	p := mustNew[int](t, newChainM(), WithWorkers(2))
 	defer p.Close()
 	ctx := context.Background()
 	items := make([]int, 64)

@@ -10,28 +10,28 @@ import (
 	"time"
 )
 
-// etFuzzM runs request i according to lat[i]:
+// fuzzM runs request i according to lat[i]:
 //
 //	low nibble   Start sleeps that many milliseconds
 //	0x10         Start routes to B (unless it fails)
 //	0x20, 0x40   B sleeps 1 and 2 more milliseconds (if reached)
 //	0xe0..0xef   Start panics
-//	0xf0..0xff   Start fails with etErrStage
+//	0xf0..0xff   Start fails with errStage
 //
 // Start adds 1<<20 to Data and B adds 1<<21, so the low bits keep the index.
-type etFuzzM struct {
+type fuzzM struct {
 	lat []byte
 	b   Stage[int]
 }
 
-const etFuzzIndex = 1<<20 - 1
+const fuzzIndex = 1<<20 - 1
 
-func (m *etFuzzM) Start(r Request[int]) Request[int] {
+func (m *fuzzM) Start(r Request[int]) Request[int] {
 	c := m.lat[r.Data]
 	time.Sleep(time.Duration(c&0x0f) * time.Millisecond)
 	switch {
 	case c >= 0xf0:
-		r.Err = etErrStage
+		r.Err = errStage
 		return r
 	case c >= 0xe0:
 		panic(c)
@@ -43,14 +43,14 @@ func (m *etFuzzM) Start(r Request[int]) Request[int] {
 	return r
 }
 
-func (m *etFuzzM) B(r Request[int]) Request[int] {
-	c := m.lat[r.Data&etFuzzIndex]
+func (m *fuzzM) B(r Request[int]) Request[int] {
+	c := m.lat[r.Data&fuzzIndex]
 	time.Sleep(time.Duration(c>>5&3) * time.Millisecond)
 	r.Data += 1 << 21
 	return r
 }
 
-func (m *etFuzzM) Close() {}
+func (m *fuzzM) Close() {}
 
 // FuzzOrderedOutput: the input bytes give every request's latency, route
 // and fate, the consumer's pace, the group's bound and the worker count.
@@ -75,9 +75,9 @@ func FuzzOrderedOutput(f *testing.F) {
 			workers = 1 + int(data[0]>>4)%6
 		}
 		synctest.Test(t, func(t *testing.T) {
-			m := &etFuzzM{lat: data}
+			m := &fuzzM{lat: data}
 			m.b = m.B
-			p := etNew[int](t, m, WithWorkers(workers), WithMaxInFlight(bound+3))
+			p := mustNew[int](t, m, WithWorkers(workers), WithMaxInFlight(bound+3))
 			g := p.NewGroup(Ordered(), MaxInFlight(bound))
 			var accepted atomic.Int64
 			go func() {
@@ -113,7 +113,7 @@ func FuzzOrderedOutput(f *testing.F) {
 					time.Sleep(time.Millisecond)
 					continue
 				}
-				i := r.Data & etFuzzIndex
+				i := r.Data & fuzzIndex
 				if i != received {
 					t.Fatalf("result %d is request %d: not in submission order", received, i)
 				}
@@ -123,7 +123,7 @@ func FuzzOrderedOutput(f *testing.F) {
 				switch {
 				case c >= 0xf0:
 					want = i
-					if !errors.Is(r.Err, etErrStage) {
+					if !errors.Is(r.Err, errStage) {
 						t.Errorf("request %d: Err %v, want the stage's error", i, r.Err)
 					}
 				case c >= 0xe0:

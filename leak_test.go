@@ -12,21 +12,21 @@ import (
 	"time"
 )
 
-// etWorkload runs a realistic mix through a fresh Pipelines and closes it:
+// runWorkload runs a realistic mix through a fresh Pipelines and closes it:
 // several groups (ordered or not, with and without bounds), stage latency,
 // errors, panics, a middleware, parked requests resumed from outside,
 // cancelled contexts, a blocked Submit, and groups whose consumers stop
 // reading before Close. sleep is time.Sleep in a bubble and a yield on real
 // time.
-func etWorkload(t *testing.T, sleep func(time.Duration)) {
-	m := newEtParkM()
-	mw := func(stage string, r Request[etParkJob], next Stage[etParkJob]) Request[etParkJob] {
+func runWorkload(t *testing.T, sleep func(time.Duration)) {
+	m := newParkM()
+	mw := func(stage string, r Request[parkJob], next Stage[parkJob]) Request[parkJob] {
 		if r.Data.id%37 == 5 && stage == "After" {
 			panic("middleware")
 		}
 		return next(r)
 	}
-	p := etNew[etParkJob](t, m, WithWorkers(4), WithMaxInFlight(32), WithMiddleware(mw))
+	p := mustNew[parkJob](t, m, WithWorkers(4), WithMaxInFlight(32), WithMiddleware(mw))
 
 	// Parked requests are resumed from outside the workers.
 	var resumers sync.WaitGroup
@@ -36,13 +36,13 @@ func etWorkload(t *testing.T, sleep func(time.Duration)) {
 		for r := range m.parked {
 			resumers.Go(func() {
 				sleep(time.Duration(r.Data.id%5) * time.Millisecond)
-				m.etResume(r)
+				m.resume(r)
 			})
 		}
 	}()
 
 	var wg sync.WaitGroup
-	groups := []*Group[etParkJob]{
+	groups := []*Group[parkJob]{
 		p.NewGroup(), p.NewGroup(Ordered()), p.NewGroup(MaxInFlight(3)), p.NewGroup(Ordered(), MaxInFlight(2)),
 	}
 	var cancels []context.CancelFunc
@@ -50,9 +50,9 @@ func etWorkload(t *testing.T, sleep func(time.Duration)) {
 	for gi, g := range groups {
 		wg.Go(func() {
 			for i := range 60 {
-				job := etParkJob{id: gi*100 + i, mode: i % etParkModes}
+				job := parkJob{id: gi*100 + i, mode: i % numParkModes}
 				ctx := context.Background()
-				if job.mode == etParkCancel || i%11 == 3 {
+				if job.mode == parkCancel || i%11 == 3 {
 					var cancel context.CancelFunc
 					ctx, cancel = context.WithCancel(ctx)
 					job.cancel = cancel
@@ -71,7 +71,7 @@ func etWorkload(t *testing.T, sleep func(time.Duration)) {
 			g.Close()
 		})
 		if gi < 2 {
-			wg.Go(func() { etDrain(g) })
+			wg.Go(func() { drain(g) })
 		} else {
 			// These consumers read a little and walk away.
 			wg.Go(func() {
@@ -106,7 +106,7 @@ func etWorkload(t *testing.T, sleep func(time.Duration)) {
 // function returns: nothing the library started may outlive Close.
 func TestNoLeakAfterClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		etWorkload(t, time.Sleep)
+		runWorkload(t, time.Sleep)
 	})
 }
 
@@ -121,7 +121,7 @@ func TestNoLeakGoroutineCount(t *testing.T) {
 	}
 	before := runtime.NumGoroutine()
 	for range 3 {
-		etWorkload(t, func(d time.Duration) {
+		runWorkload(t, func(d time.Duration) {
 			if d > 0 {
 				time.Sleep(d / 10)
 			}

@@ -146,11 +146,11 @@ func TestPanickingObserverIsRecovered(t *testing.T) {
 				panic("observer bug")
 			}
 		})
-		p := etNew[int](t, newEtM(), WithObserver(obs), WithWorkers(2),
+		p := mustNew[int](t, newChainM(), WithObserver(obs), WithWorkers(2),
 			WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
 		res := p.Do(context.Background(), 1, 2, 3)
 		for i, r := range res {
-			if r.Err != nil || r.Data != etWant(i+1) {
+			if r.Err != nil || r.Data != chainOut(i+1) {
 				t.Errorf("request %d: %+v", i+1, r)
 			}
 		}
@@ -181,7 +181,7 @@ func TestRequestIDMatchesEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := p.NewGroup()
-	go etSubmitRange(t, g, 50)
+	go submitNThenClose(t, g, 50)
 	fromOut := map[uint64]bool{}
 	for r := range g.Out() {
 		if r.ID() == 0 || fromOut[r.ID()] {
@@ -244,7 +244,7 @@ func TestFlushObserverGivesTheFlushContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := p.NewGroup()
-	etSubmitN(t, g, 12)
+	submitN(t, g, 12)
 	g.Close()
 	for range g.Out() {
 	}
@@ -287,7 +287,7 @@ func TestObserverOfAParkedRequestDoesNotTouchItsRecord(t *testing.T) {
 				parked.Add(1)
 			}
 		})
-		p := etNew[int](t, m, WithWorkers(4), WithObserver(obs))
+		p := mustNew[int](t, m, WithWorkers(4), WithObserver(obs))
 		items := make([]int, 50)
 		for i, r := range p.Do(context.Background(), items...) {
 			if r.Err != nil {

@@ -18,22 +18,22 @@ func TestLargeGroupHoldsResultsBehindOut(t *testing.T) {
 	for _, ordered := range []bool{false, true} {
 		synctest.Test(t, func(t *testing.T) {
 			const n = 300
-			p := etNew[int](t, newEtM(), WithWorkers(3), WithMaxInFlight(n))
+			p := mustNew[int](t, newChainM(), WithWorkers(3), WithMaxInFlight(n))
 			opts := []GroupOption{MaxInFlight(n)}
 			if ordered {
 				opts = append(opts, Ordered())
 			}
 			g := p.NewGroup(opts...)
-			etSubmitN(t, g, n)
+			submitN(t, g, n)
 			synctest.Wait() // all n finished, none received
 			if s := g.stats(); s.Buffered != n || s.Pending != 0 {
 				t.Fatalf("ordered %v: group stats %+v, want %d buffered", ordered, s, n)
 			}
 			g.Close()
-			res := etDrain(g)
+			res := drain(g)
 			seen := map[int]bool{}
 			for i, r := range res {
-				in := r.Data - etWant(0)
+				in := r.Data - chainOut(0)
 				if r.Err != nil || seen[in] || ordered && in != i {
 					t.Fatalf("ordered %v: result %d is %d (err %v)", ordered, i, in, r.Err)
 				}
@@ -54,14 +54,14 @@ func TestLargeGroupHoldsResultsBehindOut(t *testing.T) {
 func TestDiscardLeavesNothingWaitingForTheConsumer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := make(chan struct{})
-		p := etNew[int](t, etGatedM(gate), WithWorkers(2), WithMaxInFlight(200))
+		p := mustNew[int](t, gatedChainM(gate), WithWorkers(2), WithMaxInFlight(200))
 		g := p.NewGroup()
 		for i := range 100 {
 			if err := g.Submit(context.Background(), i); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := g.Submit(context.Background(), etGated); err != nil { // stays inside
+		if err := g.Submit(context.Background(), gatedData); err != nil { // stays inside
 			t.Fatal(err)
 		}
 		synctest.Wait()
@@ -75,7 +75,7 @@ func TestDiscardLeavesNothingWaitingForTheConsumer(t *testing.T) {
 		close(gate) // the request inside finishes, and is dropped
 		synctest.Wait()
 		for r := range g.Out() {
-			if r.Data == etWant(etGated) {
+			if r.Data == chainOut(gatedData) {
 				t.Errorf("a request that finished after Discard came out")
 			}
 		}
@@ -89,9 +89,9 @@ func TestDiscardLeavesNothingWaitingForTheConsumer(t *testing.T) {
 // Discard is harmless on a small group, on a drained one, and twice.
 func TestDiscardOnAnyGroup(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := etNew[int](t, newEtM(), WithWorkers(2))
+		p := mustNew[int](t, newChainM(), WithWorkers(2))
 		small := p.NewGroup(MaxInFlight(3))
-		etSubmitN(t, small, 3)
+		submitN(t, small, 3)
 		synctest.Wait()
 		small.Discard()
 		small.Discard()
@@ -99,9 +99,9 @@ func TestDiscardOnAnyGroup(t *testing.T) {
 			t.Error("Out of a discarded small group still gives results")
 		}
 		drained := p.NewGroup()
-		etSubmitN(t, drained, 2)
+		submitN(t, drained, 2)
 		drained.Close()
-		etDrain(drained)
+		drain(drained)
 		drained.Discard()
 		p.Close()
 	})
@@ -114,7 +114,7 @@ func TestGroupCostsWhatItHolds(t *testing.T) {
 	if raceEnabled {
 		t.Skip("under the race detector sync.Pool drops records at random")
 	}
-	p := etNew[int](t, newEtM(), WithWorkers(2))
+	p := mustNew[int](t, newChainM(), WithWorkers(2))
 	defer p.Close()
 	ctx := context.Background()
 	use := func() {
@@ -155,13 +155,13 @@ func TestBlockedSubmitsUseNoCPU(t *testing.T) {
 	}
 	for _, perGroup := range []int{1000, 1} {
 		const waiters, window = 1000, 300 * time.Millisecond
-		p := etNew[int](t, newEtM(), WithWorkers(2), WithMaxInFlight(2*waiters))
+		p := mustNew[int](t, newChainM(), WithWorkers(2), WithMaxInFlight(2*waiters))
 		groups := make([]*Group[int], waiters/perGroup)
 		var wg sync.WaitGroup
 		ctx, cancel := context.WithCancel(context.Background())
 		for i := range groups {
 			groups[i] = p.NewGroup(MaxInFlight(2))
-			etSubmitN(t, groups[i], 2) // full; the results sit in Out, unread
+			submitN(t, groups[i], 2) // full; the results sit in Out, unread
 		}
 		for i := range waiters {
 			wg.Go(func() {
@@ -203,9 +203,9 @@ func cpuTime(t *testing.T) time.Duration {
 func TestSubmitWaitingOnAHeldResultIsWatched(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := make(chan struct{})
-		p := etNew[int](t, etGatedM(gate), WithWorkers(2))
+		p := mustNew[int](t, gatedChainM(gate), WithWorkers(2))
 		g := p.NewGroup(MaxInFlight(1))
-		if err := g.Submit(context.Background(), etGated); err != nil { // held inside
+		if err := g.Submit(context.Background(), gatedData); err != nil { // held inside
 			t.Fatal(err)
 		}
 		g.beforeWait = func() {
@@ -215,17 +215,17 @@ func TestSubmitWaitingOnAHeldResultIsWatched(t *testing.T) {
 				runtime.Gosched()
 			}
 		}
-		errc := etSubmitAsync(g, context.Background(), 1)
+		errc := submitAsync(g, context.Background(), 1)
 		synctest.Wait()
 		<-g.Out() // the consumer makes room
 		time.Sleep(maxWatch)
 		synctest.Wait()
-		if err, done := etReturned(errc); !done || err != nil {
+		if err, done := pollSubmit(errc); !done || err != nil {
 			t.Errorf("Submit returned %v, %v after the consumer made room; want nil", done, err)
 			g.Close()
 		}
 		g.Close()
-		etDrain(g)
+		drain(g)
 		p.Close()
 	})
 }
@@ -236,12 +236,12 @@ func TestSubmitWaitingOnAHeldResultIsWatched(t *testing.T) {
 func TestEveryWaiterOfAWatchedGroupWakes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := make(chan struct{})
-		p := etNew[int](t, etGatedM(gate), WithWorkers(4))
+		p := mustNew[int](t, gatedChainM(gate), WithWorkers(4))
 		g := p.NewGroup(MaxInFlight(2))
-		etSubmitN(t, g, 2)
+		submitN(t, g, 2)
 		synctest.Wait() // both results in Out
-		first := etSubmitAsync(g, context.Background(), etGated)
-		second := etSubmitAsync(g, context.Background(), etGated)
+		first := submitAsync(g, context.Background(), gatedData)
+		second := submitAsync(g, context.Background(), gatedData)
 		synctest.Wait()
 		for i, errc := range []<-chan error{first, second} {
 			<-g.Out() // room for one more
@@ -260,7 +260,7 @@ func TestEveryWaiterOfAWatchedGroupWakes(t *testing.T) {
 		}
 		close(gate)
 		g.Close()
-		etDrain(g)
+		drain(g)
 		p.Close()
 	})
 }
@@ -271,14 +271,14 @@ func TestEveryWaiterOfAWatchedGroupWakes(t *testing.T) {
 func TestAWaiterThatGivesUpPassesItsWakeupOn(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		gate := make(chan struct{})
-		p := etNew[int](t, etGatedM(gate), WithWorkers(2))
+		p := mustNew[int](t, gatedChainM(gate), WithWorkers(2))
 		g := p.NewGroup(MaxInFlight(2))
-		etSubmitN(t, g, 2)
+		submitN(t, g, 2)
 		synctest.Wait()
 		ctx, cancel := context.WithCancel(context.Background())
-		giver := etSubmitAsync(g, ctx, 10)
+		giver := submitAsync(g, ctx, 10)
 		synctest.Wait()
-		waiter := etSubmitAsync(g, context.Background(), 11)
+		waiter := submitAsync(g, context.Background(), 11)
 		synctest.Wait()
 
 		// What the watcher does on seeing a receive, with the giver's
@@ -292,13 +292,13 @@ func TestAWaiterThatGivesUpPassesItsWakeupOn(t *testing.T) {
 		p.watch.mu.Unlock()
 		time.Sleep(maxWatch)
 		synctest.Wait()
-		if err, done := etReturned(waiter); !done || err != nil {
+		if err, done := pollSubmit(waiter); !done || err != nil {
 			t.Errorf("the other waiter: returned %v, %v; want nil (there is room)", done, err)
 		}
 		<-giver
 		close(gate)
 		g.Close()
-		etDrain(g)
+		drain(g)
 		p.Close()
 	})
 }

@@ -57,7 +57,7 @@ func (k *keeper) Close() {}
 func TestStaleCopyIsRefusedBeforeAndAfterClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		k := newKeeper(func(*keeper, Request[int]) Stage[int] { return nil })
-		p := etNew[int](t, k, WithWorkers(2))
+		p := mustNew[int](t, k, WithWorkers(2))
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		res := p.Do(ctx, 1)
@@ -89,7 +89,7 @@ func TestStaleCopyIsRefusedBeforeAndAfterClose(t *testing.T) {
 func TestCopyFromAnEarlierStageIsRefused(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		k := newKeeper(func(k *keeper, _ Request[int]) Stage[int] { return k.wait })
-		p := etNew[int](t, k, WithWorkers(2))
+		p := mustNew[int](t, k, WithWorkers(2))
 		done := make(chan []Request[int])
 		go func() { done <- p.Do(context.Background(), 1) }()
 		stale := <-k.kept
@@ -125,7 +125,7 @@ func TestStageReturningAnotherRequestPassesOnlyItsFields(t *testing.T) {
 			r.Data += 100
 			return r
 		}
-		p := etNew[int](t, swap, WithWorkers(1))
+		p := mustNew[int](t, swap, WithWorkers(1))
 		g := p.NewGroup(Ordered())
 		for _, v := range []int{1, 2} {
 			if err := g.Submit(context.Background(), v); err != nil {
@@ -133,7 +133,7 @@ func TestStageReturningAnotherRequestPassesOnlyItsFields(t *testing.T) {
 			}
 		}
 		g.Close()
-		res := etDrain(g)
+		res := drain(g)
 		if len(res) != 2 {
 			t.Fatalf("%d results, want 2", len(res))
 		}
@@ -168,7 +168,7 @@ func TestAddRacingItsStageHasOneWinner(t *testing.T) {
 		return nil
 	}, MaxWait(0))
 	m := &racer{bulk: bulk}
-	p := etNew[int](t, m, WithWorkers(4))
+	p := mustNew[int](t, m, WithWorkers(4))
 	items := make([]int, n)
 	for i := range items {
 		items[i] = i + 1
@@ -223,7 +223,7 @@ func (m *racer) Close() {}
 func TestStaleCopyDoesNotBindABatcher(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		k := newKeeper(func(*keeper, Request[int]) Stage[int] { return nil })
-		p := etNew[int](t, k, WithWorkers(1))
+		p := mustNew[int](t, k, WithWorkers(1))
 		p.Do(context.Background(), 1)
 		stale := <-k.kept
 		p.Close()
@@ -231,7 +231,7 @@ func TestStaleCopyDoesNotBindABatcher(t *testing.T) {
 		if r := fresh.Add(stale); !errors.Is(r.Err, ErrNotRunning) {
 			t.Errorf("stale Add: %v, want ErrNotRunning", r.Err)
 		}
-		other := etNew[int](t, &parkOnly{bulk: fresh}, WithWorkers(1))
+		other := mustNew[int](t, &parkOnly{bulk: fresh}, WithWorkers(1))
 		if r := other.Do(context.Background(), 2)[0]; r.Err != nil {
 			t.Errorf("the batcher's real use: %v", r.Err)
 		}
@@ -271,7 +271,7 @@ func (m *looper) Close() {}
 func TestStaleCopyIsRefusedAfterTheCallCountWraps(t *testing.T) {
 	m := &looper{bulk: NewBatcher(func(context.Context, []Request[int]) error { return nil })}
 	m.loop = m.Loop
-	p := etNew[int](t, m, WithWorkers(1))
+	p := mustNew[int](t, m, WithWorkers(1))
 	defer p.Close()
 	r := p.Do(context.Background(), 1+1<<callBits)[0]
 	if !errors.Is(r.Err, ErrNotRunning) {

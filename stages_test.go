@@ -2,8 +2,10 @@ package statepipe
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"testing/synctest"
+	"time"
 )
 
 // idBase is embedded by idMachine: its stage is promoted.
@@ -53,7 +55,7 @@ func (m *idMachine) Close()                              {}
 // (CI runs this package with -gcflags=all=-l too).
 func TestStagesAreFoundHoweverTheyAreNamed(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := etNew[int](t, newIDMachine(), WithDAG(), WithWorkers(2))
+		p := mustNew[int](t, newIDMachine(), WithDAG(), WithWorkers(2))
 		res := p.Do(context.Background(), 0, 1, 2, 3, 4)
 		for i, want := range []int{10, 11, 102, 1003, 1004} {
 			if res[i].Err != nil || res[i].Data != want {
@@ -99,7 +101,7 @@ func (m *genMachine[X]) Close()                            {}
 
 func TestStagesOfAGenericMachine(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		p := etNew[int](t, newGenMachine(), WithDAG())
+		p := mustNew[int](t, newGenMachine(), WithDAG())
 		if r := p.Do(context.Background(), 0)[0]; r.Err != nil || r.Data != 1 {
 			t.Errorf("result %+v", r)
 		}
@@ -119,7 +121,7 @@ func TestOtherFunctionsAreStagesOfTheirOwn(t *testing.T) {
 		}
 		double := func(r Request[int]) Request[int] { r.Data *= 2; r.Next = add(1); return r }
 		m := &routed{next: double}
-		p := etNew[int](t, m, WithDAG())
+		p := mustNew[int](t, m, WithDAG())
 		if r := p.Do(context.Background(), 5)[0]; r.Err != nil || r.Data != 11 {
 			t.Errorf("result %+v, want 11", r)
 		}
@@ -135,3 +137,172 @@ type routed struct{ next Stage[int] }
 
 func (m *routed) Start(r Request[int]) Request[int] { r.Next = m.next; return r }
 func (m *routed) Close()                            {}
+
+type otherValidator struct{}
+
+func (otherValidator) Validate(r Request[int]) Request[int] { r.Data += 10; return r }
+
+// twoValidatesM's Validate hands over to the Validate of another type.
+type twoValidatesM struct {
+	sub            otherValidator
+	validate, subV Stage[int]
+}
+
+func (m *twoValidatesM) Start(r Request[int]) Request[int]    { r.Next = m.validate; return r }
+func (m *twoValidatesM) Validate(r Request[int]) Request[int] { r.Data++; r.Next = m.subV; return r }
+func (m *twoValidatesM) Close()                               {}
+
+// Stages were told apart by short name, so m.sub.Validate shared the id of
+// the machine's own Validate and WithDAG failed the request with a cycle
+// that does not exist.
+func TestSameNamedStagesOfTwoTypesAreDistinct(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &twoValidatesM{}
+		m.validate, m.subV = m.Validate, m.sub.Validate
+		p := mustNew[int](t, m, WithDAG(), WithWorkers(1))
+		g := p.NewGroup()
+		mustSubmit(t, g, context.Background(), 0)
+		g.Close()
+		out := drainWithin(t, g, 1000*time.Hour)
+		if len(out) != 1 {
+			t.Fatalf("%d results, want 1", len(out))
+		}
+		if r := out[0]; r.Err != nil || r.Data != 11 {
+			t.Errorf("Data %d, Err %v; want 11 (both Validates ran), nil", r.Data, r.Err)
+		}
+		p.Close()
+		validates := 0
+		for _, s := range p.Stats().Stages {
+			if strings.HasSuffix(s.Name, "Validate") {
+				validates++
+				if s.Runs != 1 {
+					t.Errorf("stage %q ran %d times, want 1: two functions share its id", s.Name, s.Runs)
+				}
+			}
+		}
+		if validates != 2 {
+			t.Errorf("%d stages named *Validate in Stats, want 2 (the machine's and otherValidator's)", validates)
+		}
+	})
+}
+
+type codeM struct{ n int }
+
+func (m *codeM) Ptr(r Request[int]) Request[int] { r.Data += m.n; return r }
+func (m codeM) Val(r Request[int]) Request[int]  { r.Data += m.n; return r }
+
+type genCodeM[X any] struct{ x X }
+
+func (m *genCodeM[X]) Ptr(r Request[int]) Request[int] { return r }
+func (m genCodeM[X]) Val(r Request[int]) Request[int]  { return r }
+
+func plainStage(r Request[int]) Request[int] { return r }
+
+// Stage ids rest on the code pointer of a func value (codeOf): the values
+// of one method must share their code, whatever their receiver, or each
+// method value would be a stage of its own; and different functions must
+// not, for every kind of func a stage can be, or their requests would be
+// counted, named and cycle-checked as one stage.
+func TestMethodValuesShareCodeAndFunctionsDoNot(t *testing.T) {
+	m1, m2 := &codeM{n: 1}, &codeM{n: 2}
+	g1 := &genCodeM[string]{}
+	k := 3
+	closure := func(r Request[int]) Request[int] { r.Data += k; return r }
+	fns := []struct {
+		name string
+		fn   Stage[int]
+	}{
+		{"pointer receiver", m1.Ptr},
+		{"value receiver", m1.Val},
+		{"generic pointer receiver", g1.Ptr},
+		{"generic value receiver", g1.Val},
+		{"closure", closure},
+		{"plain func", plainStage},
+		{"closure over a method expression", func(r Request[int]) Request[int] { return (*codeM).Ptr(m1, r) }},
+	}
+	seen := map[uintptr]string{}
+	for _, f := range fns {
+		got := codeOf(f.fn)
+		if got == 0 {
+			t.Errorf("%s: codeOf is 0", f.name)
+		}
+		if other, dup := seen[got]; dup {
+			t.Errorf("%s and %s share code %#x", f.name, other, got)
+		}
+		seen[got] = f.name
+	}
+	same := []struct {
+		name string
+		a, b Stage[int]
+	}{
+		{"pointer receiver", m1.Ptr, m2.Ptr},
+		{"value receiver", m1.Val, m2.Val},
+		{"generic pointer receiver", g1.Ptr, (&genCodeM[string]{x: "y"}).Ptr},
+	}
+	for _, s := range same {
+		if a, b := codeOf(s.a), codeOf(s.b); a != b {
+			t.Errorf("%s: two method values of one method have code %#x and %#x", s.name, a, b)
+		}
+	}
+}
+
+// Distinct functions that resolve to the same name (a package-level func
+// named like a stage, two instances of a generic type's method) shared one
+// stage id, so WithDAG failed their requests with a false cycle.
+func TestDistinctFunctionsOfOneNameAreDistinctStages(t *testing.T) {
+	m := &sameNamesM{}
+	p, err := New[int](m, WithDAG())
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := p.NewGroup()
+	for i := range 2 {
+		if err := g.Submit(context.Background(), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.Close()
+	for r := range g.Out() {
+		if r.Err != nil {
+			t.Errorf("request %d: %v", r.Data, r.Err)
+		}
+	}
+	p.Close()
+	names := map[string]bool{}
+	for _, s := range p.Stats().Stages {
+		names[s.Name] = true
+	}
+	for _, want := range []string{"Validate", "Validate#2", "genChecker.Check", "genChecker.Check#2"} {
+		if !names[want] {
+			t.Errorf("no stage named %q in %v", want, names)
+		}
+	}
+}
+
+type genChecker[X any] struct{}
+
+func (genChecker[X]) Check(r Request[int]) Request[int] { return r }
+
+type sameNamesM struct{}
+
+func (m *sameNamesM) Start(r Request[int]) Request[int] {
+	if r.Data == 0 {
+		r.Next = m.Validate // then the package-level Validate, then Check
+	} else {
+		r.Next = genChecker[int]{}.Check
+	}
+	return r
+}
+
+func (m *sameNamesM) Validate(r Request[int]) Request[int] {
+	r.Next = Validate
+	return r
+}
+
+func (m *sameNamesM) Close() {}
+
+// Validate is a package-level function named like the machine's stage.
+func Validate(r Request[int]) Request[int] {
+	r.Next = genChecker[string]{}.Check
+	return r
+}
