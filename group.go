@@ -42,8 +42,9 @@ type Group[T any] struct {
 	finished  atomic.Bool // out is closed
 	discarded atomic.Bool
 
-	mu sync.Mutex
-	q  outQueue[T] // results on their way to out; guarded by mu
+	mu      sync.Mutex
+	q       outQueue[T]  // results on their way to out; guarded by mu
+	sending atomic.Int64 // results a forwarder took from q and has not put into out yet
 
 	// The Pipelines' list of open groups; guarded by the Pipelines' mu.
 	prev, next *Group[T]
@@ -333,10 +334,7 @@ func (l *groupList[T]) all() []*Group[T] {
 
 func (g *Group[T]) stats() GroupStats {
 	g.mu.Lock()
-	behind := g.q.backlog.Len() + g.q.waiting.Len()
-	if g.q.sending {
-		behind++
-	}
+	behind := g.q.backlog.Len() + g.q.waiting.Len() + int(g.sending.Load())
 	g.mu.Unlock()
 	submitted := g.admitted.Load()&^closedBit - g.returned.Load()
 	return GroupStats{

@@ -12,7 +12,6 @@ type outQueue[T any] struct {
 
 	backlog    ring.Queue[Request[T]] // released, waiting for room in out
 	forwarding bool                   // a forwarder is moving backlog into out
-	sending    bool                   // and holds one, taken from backlog, not yet in out
 	dropping   bool                   // Discard was called: results are dropped
 }
 
@@ -104,21 +103,48 @@ func (g *Group[T]) delivered(sent int64, startForwarder bool) {
 // is how a full large group learns of room. It ends when the backlog is
 // empty (Discard empties it, and takes from out what the forwarder is
 // sending).
+//
+// It takes results from the backlog a handful at a time, one lock for
+// all, and holds them (counted in g.sending) until each is in out.
 func (g *Group[T]) forward() {
+	var hand [forwardHand]Request[T]
 	for {
 		g.mu.Lock()
-		r, ok := g.q.backlog.Pop()
-		g.q.sending = ok
-		if !ok {
+		n := 0
+		for n < len(hand) {
+			r, ok := g.q.backlog.Pop()
+			if !ok {
+				break
+			}
+			hand[n] = r
+			n++
+		}
+		if n == 0 {
 			g.q.forwarding = false
 			g.mu.Unlock()
 			return
 		}
+		g.sending.Store(int64(n))
 		g.mu.Unlock()
-		g.out <- r
-		g.delivered(1, false)
+		for i := range hand[:n] {
+			if g.discarded.Load() {
+				left := int64(n - i)
+				clear(hand[i:n])
+				g.sending.Store(0)
+				g.delivered(left, false)
+				break
+			}
+			g.out <- hand[i]
+			hand[i] = Request[T]{}
+			g.sending.Add(-1)
+			g.delivered(1, false)
+		}
 	}
 }
+
+// forwardHand is how many results a forwarder takes from the backlog at
+// once.
+const forwardHand = 16
 
 // discard makes the group drop its results from now on, and returns how
 // many it dropped from its backlog. g.mu is held.
