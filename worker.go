@@ -59,7 +59,7 @@ func (w *worker[T]) receive() (rec *record[T], ok bool) {
 	p := w.p
 	select {
 	case rec, ok = <-p.in:
-		p.room.signal() // a Submit may wait for the queue to get shorter
+		p.queueShorter()
 		return rec, ok
 	default:
 	}
@@ -68,7 +68,7 @@ func (w *worker[T]) receive() (rec *record[T], ok bool) {
 	p.tellIfIdle()
 	rec, ok = <-p.in
 	p.idle.Add(-1)
-	p.room.signal()
+	p.queueShorter()
 	return rec, ok
 }
 
