@@ -25,9 +25,9 @@ type Stats struct {
 	// (WithObserver); their events were dropped.
 	ObserverPanics uint64
 
-	// Times are measured on every 8th request admitted to a group (on
-	// every request while an Observer is set), so that timing costs
-	// little; Count says how many were measured.
+	// Times are measured on one request in 32 (on every request while
+	// an Observer is set), so that timing costs little; Count says how
+	// many were measured.
 	QueueTime Durations    // from Submit until a worker first picks the request up
 	RunTime   Durations    // from that pick-up until the request is out, parked time included
 	Stages    []StageStats // one per stage: discovered stages first, then other functions seen as Next

@@ -332,7 +332,7 @@ func TestCollectorUnderLoad(t *testing.T) {
 	if auditFlushes < 1 || auditFlushes > float64(e.store) {
 		t.Errorf("audit flushed %v times, want 1..%d", auditFlushes, e.store)
 	}
-	// Without an Observer, one request in eight is timed.
+	// Without an Observer, one request in 32 is timed.
 	families := gather(t, reg)
 	for _, m := range families["statepipe_stage_duration_seconds"].GetMetric() {
 		h := m.GetHistogram()

@@ -51,7 +51,7 @@
 //
 // # Sampling
 //
-// The engine times every eighth request admitted to a group (every
+// The engine times one request in 32 (every
 // request while an Observer is set), so the _count of
 // stage_duration_seconds, queue_duration_seconds and run_duration_seconds
 // counts the timed requests and runs, not all of them: _sum / _count is
