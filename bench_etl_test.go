@@ -231,41 +231,7 @@ func w7Classic(svc *w7Service, lat []time.Duration) {
 		fixers.Wait()
 		close(toBulk)
 	}()
-	go func() { // the hand-rolled batcher, as classicBatched's
-		defer close(batches)
-		var batch []w7Item
-		tick := time.NewTimer(time.Hour)
-		for {
-			select {
-			case it, ok := <-toBulk:
-				if !ok {
-					if len(batch) > 0 {
-						batches <- batch
-					}
-					return
-				}
-				if len(batch) == 0 {
-					tick.Reset(w7MaxWait)
-				}
-				if batch == nil {
-					// Sized once: a hand-written batcher knows its limit.
-					batch = make([]w7Item, 0, w7MaxBatch)
-				}
-				if batch = append(batch, it); len(batch) == w7MaxBatch {
-					// Stop the linger of this batch, so that it does not
-					// cut the next one short (Stop drops a pending tick).
-					tick.Stop()
-					batches <- batch
-					batch = nil
-				}
-			case <-tick.C:
-				if len(batch) > 0 {
-					batches <- batch
-					batch = nil
-				}
-			}
-		}
-	}()
+	go handBatcher(toBulk, batches, w7MaxBatch, w7MaxWait)
 	for range w7MaxCalls {
 		callers.Go(func() {
 			for batch := range batches {

@@ -276,34 +276,7 @@ func classicBatched(svc *bulkService) {
 		lanes.Wait()
 		close(valid)
 	}()
-	go func() {
-		defer close(batches)
-		var batch []item
-		tick := time.NewTimer(time.Hour)
-		for {
-			select {
-			case it, ok := <-valid:
-				if !ok {
-					if len(batch) > 0 {
-						batches <- batch
-					}
-					return
-				}
-				if len(batch) == 0 {
-					tick.Reset(5 * time.Millisecond)
-				}
-				if batch = append(batch, it); len(batch) == w3MaxBatch {
-					batches <- batch
-					batch = nil
-				}
-			case <-tick.C:
-				if len(batch) > 0 {
-					batches <- batch
-					batch = nil
-				}
-			}
-		}
-	}()
+	go handBatcher(valid, batches, w3MaxBatch, 5*time.Millisecond)
 	for range w3Calls() {
 		callers.Go(func() {
 			for batch := range batches {
@@ -324,6 +297,45 @@ func classicBatched(svc *bulkService) {
 		close(out)
 	}()
 	checkW3Results(out)
+}
+
+// handBatcher is the hand-rolled batcher of the classic baselines (W3,
+// W7): it cuts batches of up to max items from in, or what has come when
+// wait has passed since a batch's first item, sends them on out, and
+// closes out once in is closed and drained.
+func handBatcher[E any](in <-chan E, out chan<- []E, max int, wait time.Duration) {
+	defer close(out)
+	var batch []E
+	tick := time.NewTimer(time.Hour)
+	tick.Stop()
+	for {
+		select {
+		case it, ok := <-in:
+			if !ok {
+				if len(batch) > 0 {
+					out <- batch
+				}
+				return
+			}
+			if len(batch) == 0 {
+				tick.Reset(wait)
+				// Sized once: a hand-written batcher knows its limit.
+				batch = make([]E, 0, max)
+			}
+			if batch = append(batch, it); len(batch) == max {
+				// Stop this batch's linger, so that it does not cut the
+				// next one short (Stop drops a pending tick).
+				tick.Stop()
+				out <- batch
+				batch = nil
+			}
+		case <-tick.C:
+			if len(batch) > 0 {
+				out <- batch
+				batch = nil
+			}
+		}
+	}
 }
 
 // --- W4: many groups --------------------------------------------------------
