@@ -61,9 +61,9 @@ type Batcher[T any] struct {
 	runners, waiting, busy int
 	claim                  chan struct{} // one token per claimed runner; never fills
 
-	// Spare batches and slices of flushed ones, kept for the next.
+	// Spare batches (with their member slices) and flush slices of
+	// flushed ones, kept for the next.
 	spareBatches []*batch[T]
-	spareMembers [][]member[T]
 	spareReqs    [][]Request[T]
 
 	wake chan struct{} // wakes the linger goroutine: a new deadline

@@ -168,11 +168,6 @@ func (g *Group[T]) receives() int64 {
 // hasRoom reports whether Submit could take a place now.
 func (g *Group[T]) hasRoom() bool { return g.heldAt(g.admitted.Load()) < g.limit }
 
-// owedNow returns the results admitted and not yet put into out.
-func (g *Group[T]) owedNow() int64 {
-	return g.admitted.Load()&^closedBit - g.returned.Load() - g.sent.Load()
-}
-
 // waitRoom waits until the group may have room. The results the group
 // holds in Out's buffer leave it unseen; if there are any once the caller
 // counts as a waiter, the group is watched for them (see roomWatch). A
