@@ -81,17 +81,7 @@ func TestAddTwiceInOneStageIsRefused(t *testing.T) {
 			return again // ignored: the first Add took the request
 		})
 		p := mustNew[int](t, m, WithWorkers(2))
-		g := p.NewGroup()
-		for i := range 4 {
-			mustSubmit(t, g, context.Background(), i)
-		}
-		g.Close()
-		for id, r := range exactlyOnce(t, drainWithin(t, g, 1000*time.Hour), 0, 1, 2, 3) {
-			if r.Err != nil || r.Data != id+1100 {
-				t.Errorf("request %d: Data %d, Err %v; want %d, nil", id, r.Data, r.Err, id+1100)
-			}
-		}
-		p.Close()
+		fourFlushedThenAfter(t, p)
 		if n := flushed.Load(); n != 4 {
 			t.Errorf("flush saw %d elements for 4 requests", n)
 		}

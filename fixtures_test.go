@@ -377,6 +377,24 @@ func fullMachine(t *testing.T) (p *Pipelines[int], other *Group[int], gate chan 
 	return p, other, gate
 }
 
+// fourFlushedThenAfter submits 0..3 to a new group of p, a hookM whose
+// Start parks them (parkThenAfter, with markFlush), checks that each came
+// out once, flushed and then through After, and closes p.
+func fourFlushedThenAfter(t *testing.T, p *Pipelines[int]) {
+	t.Helper()
+	g := p.NewGroup()
+	for i := range 4 {
+		mustSubmit(t, g, context.Background(), i)
+	}
+	g.Close()
+	for id, r := range exactlyOnce(t, drainWithin(t, g, 1000*time.Hour), 0, 1, 2, 3) {
+		if r.Err != nil || r.Data != id+1100 {
+			t.Errorf("request %d: Data %d, Err %v; want %d, nil (flushed, then After)", id, r.Data, r.Err, id+1100)
+		}
+	}
+	p.Close()
+}
+
 // exactlyOnce checks that every id in want came out exactly once and nothing
 // else did, and returns the results by id.
 func exactlyOnce(t *testing.T, out []Request[int], want ...int) map[int]Request[int] {

@@ -359,16 +359,6 @@ func TestMiddlewarePanicAfterParkingComesOutOnce(t *testing.T) {
 		b := NewBatcher(markFlush, MaxWait(time.Hour))
 		m := newHookM(b, parkThenAfter)
 		p := mustNew[int](t, m, WithWorkers(2), WithMiddleware(mw))
-		g := p.NewGroup()
-		for i := range 4 {
-			mustSubmit(t, g, context.Background(), i)
-		}
-		g.Close()
-		for id, r := range exactlyOnce(t, drainWithin(t, g, 1000*time.Hour), 0, 1, 2, 3) {
-			if r.Err != nil || r.Data != id+1100 {
-				t.Errorf("request %d: Data %d, Err %v; want %d, nil", id, r.Data, r.Err, id+1100)
-			}
-		}
-		p.Close()
+		fourFlushedThenAfter(t, p)
 	})
 }
