@@ -306,3 +306,50 @@ func ExampleBatchKey() {
 	fmt.Println(l.inserted, "mixed flushes:", l.mixed)
 	// Output: map[items:100 orders:100 users:100] mixed flushes: 0
 }
+
+// Do is the way to call statepipe from a request handler: one call, every
+// item's result in the order given, however many items there are.
+func ExamplePipelines_Do() {
+	p, err := statepipe.New[Order](NewCheckout())
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	orders := []Order{{ID: 1, Amount: 100}, {ID: 2, Amount: -1}, {ID: 3, Amount: 5000}}
+	for _, r := range p.Do(context.Background(), orders...) {
+		if r.Err != nil {
+			fmt.Println("failed:", r.Err)
+			continue
+		}
+		fmt.Printf("order %d: %s\n", r.Data.ID, r.Data.Status)
+	}
+	// Output:
+	// order 1: approved
+	// failed: order 2: negative amount
+	// order 3: held for review
+}
+
+// A consumer that stops reading before Out closes discards the group, so
+// that nothing waits for it: what it has not read is dropped.
+func ExampleGroup_Discard() {
+	p, err := statepipe.New[Order](NewCheckout())
+	if err != nil {
+		panic(err)
+	}
+	defer p.Close()
+
+	g := p.NewGroup()
+	go func() {
+		defer g.Close()
+		for i := range 100 {
+			if g.Submit(context.Background(), Order{ID: i, Amount: 10}) != nil {
+				return // discarded: Submit says ErrClosed
+			}
+		}
+	}()
+	first := <-g.Out() // this consumer wanted one result only
+	g.Discard()
+	fmt.Println(first.Data.Status)
+	// Output: approved
+}
