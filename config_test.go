@@ -130,18 +130,7 @@ func TestNewInvalidConfig(t *testing.T) {
 			// Inside a bubble: if New started anything, the bubble would
 			// end with goroutines left and the test would fail.
 			synctest.Test(t, func(t *testing.T) {
-				var (
-					p   *Pipelines[int]
-					err error
-				)
-				func() {
-					defer func() {
-						if v := recover(); v != nil {
-							t.Fatalf("New panicked: %v", v)
-						}
-					}()
-					p, err = New(tc.sm, tc.opts...)
-				}()
+				p, err := newWithoutPanic(t, tc.sm, tc.opts...)
 				if err == nil {
 					p.Close()
 					t.Fatal("New succeeded, want an error")
@@ -234,23 +223,24 @@ func TestDAGDetectsCyclesPastSixtyFourStages(t *testing.T) {
 // A bound too large to allocate is a bad configuration: New must report it
 // as an error, not panic ("never a panic, never a hang").
 func TestNewHugeMaxInFlightIsAnError(t *testing.T) {
-	var (
-		p   *Pipelines[int]
-		err error
-	)
-	func() {
-		defer func() {
-			if v := recover(); v != nil {
-				t.Fatalf("New(WithMaxInFlight(math.MaxInt)) panicked (%v); want an error wrapping ErrInvalidOption", v)
-			}
-		}()
-		p, err = New[int](newChainM(), WithMaxInFlight(math.MaxInt))
-	}()
+	p, err := newWithoutPanic[int](t, newChainM(), WithMaxInFlight(math.MaxInt))
 	if err == nil {
 		p.Close()
-		return
+		t.Fatal("New(WithMaxInFlight(math.MaxInt)) succeeded; want an error wrapping ErrInvalidOption")
 	}
 	if !errors.Is(err, ErrInvalidOption) || !strings.Contains(err.Error(), "WithMaxInFlight") {
 		t.Errorf("error %q should wrap ErrInvalidOption and name WithMaxInFlight", err)
 	}
+}
+
+// newWithoutPanic is New that fails the test if New panics: bad
+// configuration must be an error, never a panic.
+func newWithoutPanic[T any](t *testing.T, sm StateMachine[T], opts ...Option) (p *Pipelines[T], err error) {
+	t.Helper()
+	defer func() {
+		if v := recover(); v != nil {
+			t.Fatalf("New panicked: %v", v)
+		}
+	}()
+	return New(sm, opts...)
 }

@@ -186,7 +186,7 @@ func (g *Group[T]) waitRoom(ctx context.Context) error {
 	if g.beforeWait != nil {
 		g.beforeWait()
 	}
-	return g.room.wait(ctx, g.hasRoom, g.watchIfHolding, nil, g.done, g.p.closing)
+	return g.room.wait(ctx, g.hasRoom, g.watchIfHolding, g.done, g.p.closing)
 }
 
 // spinYields is how many times a Submit yields for a consumer that is

@@ -3,7 +3,6 @@ package statepipe
 import (
 	"context"
 	"sync/atomic"
-	"time"
 )
 
 // Admission counts places with counters that only grow: places taken,
@@ -32,12 +31,12 @@ type wakeup struct {
 
 func newWakeup() wakeup { return wakeup{ch: make(chan struct{}, 1)} }
 
-// wait blocks until room() is true, a wake-up arrives, poll fires (nil:
-// never), ctx ends, or one of stop closes. The caller re-checks for room
+// wait blocks until room() is true, a wake-up arrives, ctx ends, or one
+// of stop closes. The caller re-checks for room
 // after it returns nil. registered, if not nil, runs once the caller
 // counts as a waiter, before room is checked: whatever it arranges to
 // wake the waiter (a watch) cannot be missed.
-func (w *wakeup) wait(ctx context.Context, room func() bool, registered func(), poll <-chan time.Time, stop, stop2 <-chan struct{}) error {
+func (w *wakeup) wait(ctx context.Context, room func() bool, registered func(), stop, stop2 <-chan struct{}) error {
 	w.waiters.Add(1)
 	defer w.waiters.Add(-1)
 	if registered != nil {
@@ -56,8 +55,6 @@ func (w *wakeup) wait(ctx context.Context, room func() bool, registered func(), 
 			w.signalNow()
 			return err
 		}
-		return nil
-	case <-poll:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

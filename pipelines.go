@@ -301,7 +301,7 @@ func (p *Pipelines[T]) admit(ctx context.Context, groupDone <-chan struct{}) (ui
 			}
 			return uint64(a + 1), nil
 		}
-		if err := p.room.wait(ctx, p.hasRoom, nil, nil, p.closing, groupDone); err != nil {
+		if err := p.room.wait(ctx, p.hasRoom, nil, p.closing, groupDone); err != nil {
 			return 0, err
 		}
 	}
