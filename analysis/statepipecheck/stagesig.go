@@ -1,0 +1,115 @@
+package statepipecheck
+
+import (
+	"fmt"
+	"go/ast"
+	"go/token"
+	"go/types"
+
+	"golang.org/x/tools/go/analysis"
+)
+
+// stageSignatures checks the exported methods of each state machine
+// type of the package, as the engine discovers stages (stages.go): every
+// exported method in the method set of the machine (promoted ones
+// included) with exactly func(Request[T]) Request[T] is a stage, Start
+// first. It reports an exported method that takes or returns a Request
+// another way (it is not a stage), and a stage that no code of the
+// package names as a value while the machine's other stages are named:
+// probably a helper that became a stage.
+func (c *checker) stageSignatures() {
+	named := c.namedMethods()
+	reported := map[*types.Func]bool{}
+	for _, m := range machines(c.pass.Pkg) {
+		var unnamed []*types.Func
+		anyNamed := false
+		for sel := range m.mset.Methods() {
+			f, ok := sel.Obj().(*types.Func)
+			if !ok || !f.Exported() || f.Name() == "Start" || f.Name() == "Close" {
+				continue
+			}
+			f = f.Origin()
+			if !m.isStageOf(f) {
+				if mentionsRequest(f.Type().(*types.Signature)) && c.declOf(f) != nil && !reported[f] {
+					reported[f] = true
+					c.pass.Report(analysis.Diagnostic{
+						Pos:      f.Pos(),
+						End:      f.Pos() + token.Pos(len(f.Name())),
+						Category: catStageSig,
+						Message: fmt.Sprintf("%s.%s is not a stage of %s: a stage is exactly func(statepipe.Request[%s]) statepipe.Request[%s]; fix the signature, or unexport it if it is a helper",
+							recvName(f), f.Name(), m.named.Obj().Name(), types.TypeString(m.elem, types.RelativeTo(c.pass.Pkg)), types.TypeString(m.elem, types.RelativeTo(c.pass.Pkg))),
+					})
+				}
+				continue
+			}
+			if named[f] {
+				anyNamed = true
+			} else if c.declOf(f) != nil {
+				unnamed = append(unnamed, f)
+			}
+		}
+		if !anyNamed {
+			continue // routing this package cannot see: say nothing
+		}
+		for _, f := range unnamed {
+			if reported[f] {
+				continue
+			}
+			reported[f] = true
+			c.pass.Report(analysis.Diagnostic{
+				Pos:      f.Pos(),
+				End:      f.Pos() + token.Pos(len(f.Name())),
+				Category: catStageSig,
+				Message: fmt.Sprintf("%s.%s has the Stage signature, so the engine runs it as a stage of %s, but nothing names it as a Next: unexport it if it is a helper, or route to it",
+					recvName(f), f.Name(), m.named.Obj().Name()),
+			})
+		}
+	}
+}
+
+// namedMethods returns the methods that the package uses as values
+// (m.B or (*M).B, not m.B(r)): the stages it can route to.
+func (c *checker) namedMethods() map[*types.Func]bool {
+	info := c.pass.TypesInfo
+	called := map[*ast.SelectorExpr]bool{}
+	for n := range c.insp.PreorderSeq((*ast.CallExpr)(nil)) {
+		if sel, ok := ast.Unparen(n.(*ast.CallExpr).Fun).(*ast.SelectorExpr); ok {
+			called[sel] = true
+		}
+	}
+	named := map[*types.Func]bool{}
+	for sel, s := range info.Selections {
+		if called[sel] || (s.Kind() != types.MethodVal && s.Kind() != types.MethodExpr) {
+			continue
+		}
+		if f, ok := s.Obj().(*types.Func); ok {
+			named[f.Origin()] = true
+		}
+	}
+	return named
+}
+
+// mentionsRequest reports whether sig takes or returns a Request or a
+// *Request of any type.
+func mentionsRequest(sig *types.Signature) bool {
+	for _, tup := range []*types.Tuple{sig.Params(), sig.Results()} {
+		for v := range tup.Variables() {
+			t := v.Type()
+			if p, ok := types.Unalias(t).(*types.Pointer); ok {
+				t = p.Elem()
+			}
+			if _, ok := requestArg(t); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// recvName returns the name of the type that declares method f.
+func recvName(f *types.Func) string {
+	if n := receiverNamed(f.Type().(*types.Signature).Recv().Type()); n != nil {
+		return n.Obj().Name()
+	}
+	return "?"
+}

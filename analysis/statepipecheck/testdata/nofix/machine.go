@@ -1,0 +1,29 @@
+// Package nofix has findings whose fix cannot be placed: no constructor,
+// or one that returns a literal.
+package nofix
+
+import "github.com/statepipe/statepipe"
+
+type Bare struct{}
+
+func (b *Bare) Start(r statepipe.Request[int]) statepipe.Request[int] {
+	r.Next = b.Next // want `b\.Next allocates a method value`
+	return r
+}
+
+func (b *Bare) Next(r statepipe.Request[int]) statepipe.Request[int] { return r }
+
+func (b *Bare) Close() {}
+
+type Lit struct{ n int }
+
+func NewLit() *Lit { return &Lit{n: 1} }
+
+func (l *Lit) Start(r statepipe.Request[int]) statepipe.Request[int] {
+	r.Next = l.Done // want `l\.Done allocates a method value`
+	return r
+}
+
+func (l *Lit) Done(r statepipe.Request[int]) statepipe.Request[int] { return r }
+
+func (l *Lit) Close() {}
