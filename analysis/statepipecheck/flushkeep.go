@@ -50,6 +50,9 @@ func (k *keeper) aliasing(e ast.Expr) bool {
 		return k.aliasing(e.X)
 	case *ast.UnaryExpr:
 		if e.Op == token.AND {
+			if lit, ok := ast.Unparen(e.X).(*ast.CompositeLit); ok {
+				return k.aliasing(lit) // &T{Items: batch}
+			}
 			return k.rootAlias(e.X)
 		}
 	case *ast.CompositeLit:

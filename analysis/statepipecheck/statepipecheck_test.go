@@ -24,3 +24,23 @@ func TestNextMethodValueWithoutAPlaceableFixIsStillReported(t *testing.T) {
 		}
 	}
 }
+
+func TestRequestUsedAfterAddAndAddResultNotReturned(t *testing.T) {
+	analysistest.Run(t, analysistest.TestData(), statepipecheck.Analyzer, "example.com/t/batchadd")
+}
+
+func TestCloseReachableFromAStageOrAFlush(t *testing.T) {
+	analysistest.Run(t, analysistest.TestData(), statepipecheck.Analyzer, "example.com/t/closestage")
+}
+
+func TestSubmitLoopBeforeReadingOutInTheSameGoroutine(t *testing.T) {
+	analysistest.Run(t, analysistest.TestData(), statepipecheck.Analyzer, "example.com/t/submitloop")
+}
+
+func TestMethodsThatLookLikeStagesAndHelpersThatAreStages(t *testing.T) {
+	analysistest.Run(t, analysistest.TestData(), statepipecheck.Analyzer, "example.com/t/stagesig")
+}
+
+func TestFlushThatKeepsItsBatch(t *testing.T) {
+	analysistest.Run(t, analysistest.TestData(), statepipecheck.Analyzer, "example.com/t/flushkeep")
+}
