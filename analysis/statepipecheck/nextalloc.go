@@ -85,13 +85,19 @@ func (c *checker) reportNextValue(val ast.Expr, cur inspector.Cursor) {
 		return
 	}
 	recv := types.ExprString(sel.X)
+	example := recv // the receiver as the constructor would name it
+	switch ast.Unparen(sel.X).(type) {
+	case *ast.Ident, *ast.SelectorExpr:
+	default:
+		example = "m"
+	}
 	field := lowerFirst(method.Name())
 	d := analysis.Diagnostic{
 		Pos:      sel.Pos(),
 		End:      sel.End(),
 		Category: catNextAlloc,
-		Message: fmt.Sprintf("%s allocates a method value on every transition: assign a statepipe.Stage field made once in the constructor (%s.%s = %s.%s)",
-			recv+"."+method.Name(), recv, field, recv, method.Name()),
+		Message: fmt.Sprintf("%s.%s allocates a method value on every transition: assign a statepipe.Stage field made once in the constructor (%s.%s = %s.%s)",
+			recv, method.Name(), example, field, example, method.Name()),
 	}
 	if fix, ok := c.nextFix(sel, method); ok {
 		d.SuggestedFixes = []analysis.SuggestedFix{fix}

@@ -44,3 +44,7 @@ func TestMethodsThatLookLikeStagesAndHelpersThatAreStages(t *testing.T) {
 func TestFlushThatKeepsItsBatch(t *testing.T) {
 	analysistest.Run(t, analysistest.TestData(), statepipecheck.Analyzer, "example.com/t/flushkeep")
 }
+
+func TestDocumentedUseHasNoFindings(t *testing.T) {
+	analysistest.Run(t, analysistest.TestData(), statepipecheck.Analyzer, "example.com/t/clean")
+}
