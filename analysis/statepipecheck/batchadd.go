@@ -7,6 +7,7 @@ import (
 	"go/types"
 
 	"golang.org/x/tools/go/analysis"
+	"golang.org/x/tools/go/ast/inspector"
 )
 
 // batchAdd reports a Batcher.Add whose result is not what the stage
@@ -66,7 +67,7 @@ func (c *checker) batchAdd() {
 			// r = b.Add(r): r is the placeholder from here on.
 			continue
 		}
-		if use := firstUseAfter(info, fn, argObj, call.End()); use != nil {
+		if use := firstUseAfter(info, fn, argObj, call.End(), reachLimit(cur)); use != nil {
 			c.pass.Report(analysis.Diagnostic{
 				Pos:      use.Pos(),
 				End:      use.End(),
@@ -93,10 +94,39 @@ func returnsVar(info *types.Info, fn ast.Node, v *types.Var, after token.Pos) bo
 	return found
 }
 
-// firstUseAfter returns the first use of v in fn after pos that comes
-// before v is assigned anew (a textual approximation of the paths that
-// follow pos).
-func firstUseAfter(info *types.Info, fn ast.Node, v *types.Var, after token.Pos) *ast.Ident {
+// reachLimit returns where the code that can run after the node at cur
+// ends: the end of the innermost block around it whose statements from
+// there on include a return (code after that block is on other paths),
+// or the end of the function.
+func reachLimit(cur inspector.Cursor) token.Pos {
+	pos := cur.Node().Pos()
+	for c := cur.Parent(); c.Valid(); c = c.Parent() {
+		var list []ast.Stmt
+		switch n := c.Node().(type) {
+		case *ast.FuncDecl, *ast.FuncLit:
+			return n.End()
+		case *ast.BlockStmt:
+			list = n.List
+		case *ast.CaseClause:
+			list = n.Body
+		case *ast.CommClause:
+			list = n.Body
+		default:
+			continue
+		}
+		for _, st := range list {
+			if _, ok := st.(*ast.ReturnStmt); ok && st.End() > pos {
+				return c.Node().End()
+			}
+		}
+	}
+	return token.NoPos
+}
+
+// firstUseAfter returns the first use of v in fn after pos and before
+// limit that comes before v is assigned anew (a textual approximation
+// of the paths that follow pos).
+func firstUseAfter(info *types.Info, fn ast.Node, v *types.Var, after, limit token.Pos) *ast.Ident {
 	kill := token.NoPos
 	var killers = map[*ast.Ident]bool{}
 	ast.Inspect(funcBody(fn), func(n ast.Node) bool {
@@ -115,7 +145,7 @@ func firstUseAfter(info *types.Info, fn ast.Node, v *types.Var, after token.Pos)
 	var first *ast.Ident
 	ast.Inspect(funcBody(fn), func(n ast.Node) bool {
 		id, ok := n.(*ast.Ident)
-		if !ok || id.Pos() <= after || killers[id] || info.Uses[id] != v {
+		if !ok || id.Pos() <= after || id.Pos() >= limit || killers[id] || info.Uses[id] != v {
 			return true
 		}
 		if kill != token.NoPos && id.Pos() >= kill {

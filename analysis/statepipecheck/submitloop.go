@@ -31,6 +31,19 @@ func (c *checker) submitLoop() {
 		readElsewhere := map[string]bool{}
 		outVars := map[*types.Var]string{} // ch := g.Out()
 		inspectShallow(body, func(n ast.Node) bool {
+			if gs, ok := n.(*ast.GoStmt); ok {
+				// go consume(g), go drain(g.Out()): another reader.
+				ast.Inspect(gs.Call, func(n ast.Node) bool {
+					if e, ok := n.(ast.Expr); ok {
+						readElsewhere[types.ExprString(e)] = true
+					}
+					if call, ok := n.(*ast.CallExpr); ok && coreMethod(info, call, "Group", "Out") {
+						readElsewhere[types.ExprString(recvOf(call))] = true
+					}
+					return true
+				})
+				return false
+			}
 			if a, ok := n.(*ast.AssignStmt); ok && len(a.Lhs) == len(a.Rhs) {
 				for i, rhs := range a.Rhs {
 					if call, ok := ast.Unparen(rhs).(*ast.CallExpr); ok && coreMethod(info, call, "Group", "Out") {

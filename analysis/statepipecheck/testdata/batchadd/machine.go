@@ -19,7 +19,7 @@ type Store struct {
 func NewStore() *Store {
 	s := &Store{ch: make(chan statepipe.Request[int], 1)}
 	s.done = s.Done
-	s.routes = []statepipe.Stage[int]{s.Held, s.Reassigned, s.Dropped, s.Logged, s.Sent, s.Routed, s.Kept, s.Fresh, s.Via}
+	s.routes = []statepipe.Stage[int]{s.Held, s.Reassigned, s.Dropped, s.Logged, s.Sent, s.Routed, s.Kept, s.Fresh, s.Via, s.Branch}
 	s.bulk = statepipe.NewBatcher(func(ctx context.Context, batch []statepipe.Request[int]) error { return nil })
 	return s
 }
@@ -97,3 +97,14 @@ func (s *Store) Close() {}
 func (s *Store) park(r statepipe.Request[int]) statepipe.Request[int] { return s.bulk.Add(r) }
 
 func (s *Store) Via(r statepipe.Request[int]) statepipe.Request[int] { return s.park(r) }
+
+// Branch parks on one path and fails the request on the other: the use
+// after the if is on the other path.
+func (s *Store) Branch(r statepipe.Request[int]) statepipe.Request[int] {
+	if r.Data > 0 {
+		parked := s.bulk.Add(r)
+		return parked
+	}
+	r.Err = fmt.Errorf("not positive: %d", r.Data)
+	return r
+}

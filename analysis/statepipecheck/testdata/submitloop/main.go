@@ -121,3 +121,25 @@ func Few(ctx context.Context, p *statepipe.Pipelines[int]) int {
 	}
 	return n
 }
+
+// Consumer hands the group to a reader goroutine: fine.
+func Consumer(ctx context.Context, p *statepipe.Pipelines[int], items []int) {
+	g := p.NewGroup()
+	done := make(chan int)
+	go count(g, done)
+	for _, it := range items {
+		_ = g.Submit(ctx, it)
+	}
+	g.Close()
+	for range g.Out() { // never reached with results left: count drained them
+	}
+	<-done
+}
+
+func count(g *statepipe.Group[int], done chan<- int) {
+	n := 0
+	for range g.Out() {
+		n++
+	}
+	done <- n
+}
