@@ -30,15 +30,11 @@ func (c *checker) stageSignatures() {
 			}
 			f = f.Origin()
 			if !m.isStageOf(f) {
-				if mentionsRequest(f.Type().(*types.Signature)) && c.declOf(f) != nil && !reported[f] {
+				if sig := f.Type().(*types.Signature); (holdsRequest(sig.Params()) || holdsRequest(sig.Results())) && c.declOf(f) != nil && !reported[f] {
 					reported[f] = true
-					c.pass.Report(analysis.Diagnostic{
-						Pos:      f.Pos(),
-						End:      f.Pos() + token.Pos(len(f.Name())),
-						Category: catStageSig,
-						Message: fmt.Sprintf("%s.%s is not a stage of %s: a stage is exactly func(statepipe.Request[%s]) statepipe.Request[%s]; fix the signature, or unexport it if it is a helper",
-							recvName(f), f.Name(), m.named.Obj().Name(), types.TypeString(m.elem, types.RelativeTo(c.pass.Pkg)), types.TypeString(m.elem, types.RelativeTo(c.pass.Pkg))),
-					})
+					elem := types.TypeString(m.elem, types.RelativeTo(c.pass.Pkg))
+					c.reportMethod(f, "%s.%s is not a stage of %s: a stage is exactly func(statepipe.Request[%s]) statepipe.Request[%s]; fix the signature, or unexport it if it is a helper",
+						recvName(f), f.Name(), m.named.Obj().Name(), elem, elem)
 				}
 				continue
 			}
@@ -56,13 +52,8 @@ func (c *checker) stageSignatures() {
 				continue
 			}
 			reported[f] = true
-			c.pass.Report(analysis.Diagnostic{
-				Pos:      f.Pos(),
-				End:      f.Pos() + token.Pos(len(f.Name())),
-				Category: catStageSig,
-				Message: fmt.Sprintf("%s.%s has the Stage signature, so the engine runs it as a stage of %s, but nothing names it as a Next: unexport it if it is a helper, or route to it",
-					recvName(f), f.Name(), m.named.Obj().Name()),
-			})
+			c.reportMethod(f, "%s.%s has the Stage signature, so the engine runs it as a stage of %s, but nothing names it as a Next: unexport it if it is a helper, or route to it",
+				recvName(f), f.Name(), m.named.Obj().Name())
 		}
 	}
 }
@@ -89,21 +80,14 @@ func (c *checker) namedMethods() map[*types.Func]bool {
 	return named
 }
 
-// mentionsRequest reports whether sig takes or returns a Request or a
-// *Request of any type.
-func mentionsRequest(sig *types.Signature) bool {
-	for _, tup := range []*types.Tuple{sig.Params(), sig.Results()} {
-		for v := range tup.Variables() {
-			t := v.Type()
-			if p, ok := types.Unalias(t).(*types.Pointer); ok {
-				t = p.Elem()
-			}
-			if _, ok := requestArg(t); ok {
-				return true
-			}
-		}
-	}
-	return false
+// reportMethod reports at the name of method f.
+func (c *checker) reportMethod(f *types.Func, format string, args ...any) {
+	c.pass.Report(analysis.Diagnostic{
+		Pos:      f.Pos(),
+		End:      f.Pos() + token.Pos(len(f.Name())),
+		Category: catStageSig,
+		Message:  fmt.Sprintf(format, args...),
+	})
 }
 
 // recvName returns the name of the type that declares method f.

@@ -193,8 +193,11 @@ func funcBody(n ast.Node) *ast.BlockStmt {
 
 // hasRequestParam reports whether sig takes a Request[T] or *Request[T]:
 // the functions that run once per request.
-func hasRequestParam(sig *types.Signature) bool {
-	for v := range sig.Params().Variables() {
+func hasRequestParam(sig *types.Signature) bool { return holdsRequest(sig.Params()) }
+
+// holdsRequest reports whether a tuple has a Request or *Request of any T.
+func holdsRequest(tup *types.Tuple) bool {
+	for v := range tup.Variables() {
 		t := v.Type()
 		if p, ok := types.Unalias(t).(*types.Pointer); ok {
 			t = p.Elem()
