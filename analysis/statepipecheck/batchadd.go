@@ -22,8 +22,8 @@ func (c *checker) batchAdd() {
 			continue
 		}
 		fn := enclosingFunc(cur)
-		if fn == nil {
-			continue
+		if fn == nil || !c.inRequestCode(cur) {
+			continue // Add outside a stage fails at once (ErrNotRunning): tests do it on purpose
 		}
 		b := types.ExprString(recvOf(call))
 		arg, _ := ast.Unparen(call.Args[0]).(*ast.Ident)
@@ -76,6 +76,17 @@ func (c *checker) batchAdd() {
 			})
 		}
 	}
+}
+
+// inRequestCode reports whether cur is inside a function that takes a
+// Request, or a literal within one: code that runs per request.
+func (c *checker) inRequestCode(cur inspector.Cursor) bool {
+	for f := range cur.Enclosing((*ast.FuncDecl)(nil), (*ast.FuncLit)(nil)) {
+		if sig := funcSig(c.pass.TypesInfo, f.Node()); sig != nil && hasRequestParam(sig) {
+			return true
+		}
+	}
+	return false
 }
 
 // returnsVar reports whether fn has, after pos, a return of v itself.

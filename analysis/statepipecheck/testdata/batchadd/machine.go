@@ -19,7 +19,7 @@ type Store struct {
 func NewStore() *Store {
 	s := &Store{ch: make(chan statepipe.Request[int], 1)}
 	s.done = s.Done
-	s.routes = []statepipe.Stage[int]{s.Held, s.Reassigned, s.Dropped, s.Logged, s.Sent, s.Routed, s.Kept, s.Fresh, s.Via, s.Branch}
+	s.routes = []statepipe.Stage[int]{s.Held, s.Reassigned, s.Dropped, s.Logged, s.Sent, s.Routed, s.Kept, s.Fresh, s.Via, s.Branch, s.Racing}
 	s.bulk = statepipe.NewBatcher(func(ctx context.Context, batch []statepipe.Request[int]) error { return nil })
 	return s
 }
@@ -107,4 +107,19 @@ func (s *Store) Branch(r statepipe.Request[int]) statepipe.Request[int] {
 	}
 	r.Err = fmt.Errorf("not positive: %d", r.Data)
 	return r
+}
+
+// Racing parks from a goroutine of the stage and returns the request
+// itself: both run it.
+func (s *Store) Racing(r statepipe.Request[int]) statepipe.Request[int] {
+	go func() {
+		s.bulk.Add(r) // want `the result of s\.bulk\.Add is not returned`
+	}()
+	return r
+}
+
+// Probe calls Add outside any stage, as a test of ErrNotRunning does:
+// not per-request code, not reported.
+func Probe(b *statepipe.Batcher[int]) error {
+	return b.Add(statepipe.Request[int]{Data: 1}).Err
 }
