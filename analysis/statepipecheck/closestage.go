@@ -81,6 +81,11 @@ func (c *checker) reportCloseInStage(root ast.Node, at *ast.CallExpr, path []str
 	if _, ok := stageSig(funcSig(c.pass.TypesInfo, root)); !ok {
 		what = "flush"
 	}
+	if _, ok := root.(*ast.FuncLit); ok {
+		what = "a " + what + " literal"
+	} else {
+		what += " " + funcName(root)
+	}
 	via := ""
 	if len(path) > 0 {
 		via = " (through " + strings.Join(path, ", ") + ")"
@@ -89,8 +94,8 @@ func (c *checker) reportCloseInStage(root ast.Node, at *ast.CallExpr, path []str
 		Pos:      at.Pos(),
 		End:      at.End(),
 		Category: catCloseStage,
-		Message: fmt.Sprintf("Pipelines.Close is called from %s %s%s: there it returns ErrCloseInStage and closes nothing; signal the code that owns the Pipelines (cancel a context, close a channel) and close it there",
-			what, funcName(root), via),
+		Message: fmt.Sprintf("Pipelines.Close is called from %s%s: there it returns ErrCloseInStage and closes nothing; signal the code that owns the Pipelines (cancel a context, close a channel) and close it there",
+			what, via),
 	})
 }
 

@@ -12,13 +12,18 @@ type Job struct {
 	p    *statepipe.Pipelines[int]
 	bulk *statepipe.Batcher[int]
 	stop chan struct{}
+	last statepipe.Stage[int]
 }
 
 func NewJob() *Job {
 	j := &Job{stop: make(chan struct{})}
+	j.last = func(r statepipe.Request[int]) statepipe.Request[int] {
+		j.p.Close() // want `Pipelines\.Close is called from a stage literal: there it returns ErrCloseInStage`
+		return r
+	}
 	j.bulk = statepipe.NewBatcher(func(ctx context.Context, batch []statepipe.Request[int]) error {
 		if len(batch) == 0 {
-			j.p.Close() // want `Pipelines\.Close is called from flush a function literal: there it returns ErrCloseInStage`
+			j.p.Close() // want `Pipelines\.Close is called from a flush literal: there it returns ErrCloseInStage`
 		}
 		return nil
 	})
