@@ -118,6 +118,11 @@ func lowerFirst(s string) string {
 func (c *checker) nextFix(sel *ast.SelectorExpr, method *types.Func) (analysis.SuggestedFix, bool) {
 	var none analysis.SuggestedFix
 	info := c.pass.TypesInfo
+	// A method value of a value receiver binds a copy made before the
+	// field is set: the field would be nil inside it. Fix pointers only.
+	if _, ok := types.Unalias(info.TypeOf(sel.X)).(*types.Pointer); !ok {
+		return none, false
+	}
 	named := receiverNamed(info.TypeOf(sel.X))
 	if named == nil || named.Obj().Pkg() != c.pass.Pkg || named.TypeParams().Len() > 0 {
 		return none, false

@@ -27,3 +27,21 @@ func (l *Lit) Start(r statepipe.Request[int]) statepipe.Request[int] {
 func (l *Lit) Done(r statepipe.Request[int]) statepipe.Request[int] { return r }
 
 func (l *Lit) Close() {}
+
+// Value is used by value: a method value made in its constructor would
+// bind a copy without the field, so no fix is offered.
+type Value struct{ n int }
+
+func NewValue() Value {
+	v := Value{n: 1}
+	return v
+}
+
+func (v Value) Start(r statepipe.Request[int]) statepipe.Request[int] {
+	r.Next = v.Done // want `v\.Done allocates a method value`
+	return r
+}
+
+func (v Value) Done(r statepipe.Request[int]) statepipe.Request[int] { return r }
+
+func (v Value) Close() {}
