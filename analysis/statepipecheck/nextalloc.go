@@ -353,7 +353,7 @@ type ctorReturn struct {
 }
 
 // returnsOf returns the return statements of ctor (not of its literals)
-// that return a local variable of type N or *N.
+// that return a local variable of type *N.
 func (c *checker) returnsOf(ctor *ast.FuncDecl, named *types.Named) []ctorReturn {
 	var out []ctorReturn
 	inspectShallow(ctor.Body, func(n ast.Node) bool {
@@ -365,6 +365,9 @@ func (c *checker) returnsOf(ctor *ast.FuncDecl, named *types.Named) []ctorReturn
 			id, ok := ast.Unparen(res).(*ast.Ident)
 			if !ok || receiverNamed(c.pass.TypesInfo.TypeOf(id)) != named {
 				continue
+			}
+			if _, ptr := types.Unalias(c.pass.TypesInfo.TypeOf(id)).(*types.Pointer); !ptr {
+				continue // a copy is returned: the field would be bound to the local
 			}
 			if v, ok := c.pass.TypesInfo.Uses[id].(*types.Var); ok && v.Pos() > ctor.Pos() && v.Pos() < ctor.End() {
 				out = append(out, ctorReturn{ret, id.Name})

@@ -45,3 +45,22 @@ func (v Value) Start(r statepipe.Request[int]) statepipe.Request[int] {
 func (v Value) Done(r statepipe.Request[int]) statepipe.Request[int] { return r }
 
 func (v Value) Close() {}
+
+// Copied is made as a value and returned by copy; its stages have pointer
+// receivers. A field set in the constructor would hold a method value of
+// the local, not of the copy the caller gets: no fix.
+type Copied struct{ n int }
+
+func NewCopied() Copied {
+	c := Copied{}
+	return c
+}
+
+func (c *Copied) Start(r statepipe.Request[int]) statepipe.Request[int] {
+	r.Next = c.Done // want `c\.Done allocates a method value`
+	return r
+}
+
+func (c *Copied) Done(r statepipe.Request[int]) statepipe.Request[int] { return r }
+
+func (c *Copied) Close() {}
