@@ -191,16 +191,17 @@ func (c *checker) nextFix(sel *ast.SelectorExpr, method *types.Func) (analysis.S
 		return true
 	})
 	if !assigned {
-		returns := c.returnsOf(ctor, named)
-		if len(returns) == 0 {
+		// Right after the statement that makes the machine, before
+		// anything (statepipe.New among them) can run its stages.
+		made := c.madeIn(ctor, named)
+		if len(made) == 0 {
 			return none, false
 		}
-		for _, ret := range returns {
-			v := ret.name
+		for _, m := range made {
 			edits = append(edits, analysis.TextEdit{
-				Pos:     ret.stmt.Pos(),
-				End:     ret.stmt.Pos(),
-				NewText: fmt.Appendf(nil, "%s.%s = %s.%s\n%s", v, field, v, method.Name(), c.indentOf(ret.stmt.Pos())),
+				Pos:     m.stmt.End(),
+				End:     m.stmt.End(),
+				NewText: fmt.Appendf(nil, "\n%s%s.%s = %s.%s", c.indentOf(m.stmt.Pos()), m.name, field, m.name, method.Name()),
 			})
 		}
 	}
@@ -347,15 +348,20 @@ func (c *checker) constructor(named *types.Named) *ast.FuncDecl {
 	return found
 }
 
-type ctorReturn struct {
-	stmt *ast.ReturnStmt
+// made is a statement of a constructor that defines the variable it returns.
+type made struct {
+	stmt ast.Stmt
 	name string
 }
 
-// returnsOf returns the return statements of ctor (not of its literals)
-// that return a local variable of type *N.
-func (c *checker) returnsOf(ctor *ast.FuncDecl, named *types.Named) []ctorReturn {
-	var out []ctorReturn
+// madeIn returns, for each local variable of type *N that ctor returns
+// (in a return of its own, not of a literal), the top-level statement of
+// its body that defines it; nothing when one of them is defined
+// elsewhere (a named result, a nested block), where placing the
+// assignment is not certain.
+func (c *checker) madeIn(ctor *ast.FuncDecl, named *types.Named) []made {
+	info := c.pass.TypesInfo
+	vars := map[*types.Var]string{}
 	inspectShallow(ctor.Body, func(n ast.Node) bool {
 		ret, ok := n.(*ast.ReturnStmt)
 		if !ok {
@@ -363,17 +369,50 @@ func (c *checker) returnsOf(ctor *ast.FuncDecl, named *types.Named) []ctorReturn
 		}
 		for _, res := range ret.Results {
 			id, ok := ast.Unparen(res).(*ast.Ident)
-			if !ok || receiverNamed(c.pass.TypesInfo.TypeOf(id)) != named {
+			if !ok || receiverNamed(info.TypeOf(id)) != named {
 				continue
 			}
-			if _, ptr := types.Unalias(c.pass.TypesInfo.TypeOf(id)).(*types.Pointer); !ptr {
+			if _, ptr := types.Unalias(info.TypeOf(id)).(*types.Pointer); !ptr {
 				continue // a copy is returned: the field would be bound to the local
 			}
-			if v, ok := c.pass.TypesInfo.Uses[id].(*types.Var); ok && v.Pos() > ctor.Pos() && v.Pos() < ctor.End() {
-				out = append(out, ctorReturn{ret, id.Name})
+			if v, ok := info.Uses[id].(*types.Var); ok {
+				vars[v] = id.Name
 			}
 		}
 		return true
 	})
+	var out []made
+	for _, st := range ctor.Body.List {
+		var defined []*ast.Ident // what st itself defines, not its blocks
+		switch st := st.(type) {
+		case *ast.AssignStmt:
+			if st.Tok == token.DEFINE {
+				for _, lhs := range st.Lhs {
+					if id, ok := lhs.(*ast.Ident); ok {
+						defined = append(defined, id)
+					}
+				}
+			}
+		case *ast.DeclStmt:
+			if gd, ok := st.Decl.(*ast.GenDecl); ok {
+				for _, spec := range gd.Specs {
+					if vs, ok := spec.(*ast.ValueSpec); ok {
+						defined = append(defined, vs.Names...)
+					}
+				}
+			}
+		}
+		for _, id := range defined {
+			if v, ok := info.Defs[id].(*types.Var); ok {
+				if name, ok := vars[v]; ok {
+					out = append(out, made{st, name})
+					delete(vars, v)
+				}
+			}
+		}
+	}
+	if len(vars) != 0 {
+		return nil
+	}
 	return out
 }
