@@ -51,7 +51,10 @@
 // not run it as a stage. And an exported method with the Stage signature
 // that the package never names as a value (m.B, not a call m.B(r)) while
 // it names other stages of the same machine: the engine runs it as a
-// stage all the same, so it is probably a helper that became one.
+// stage all the same, so it is probably a helper that became one. And,
+// when the package gives statepipe.New the machine as a value (never a
+// pointer), a method with the Stage signature and a pointer receiver:
+// the value's method set, which the engine looks at, lacks it.
 //
 // flushkeep: a flush function given to statepipe.NewBatcher in the
 // package that lets batch outlive the call: the slice, a part of it, an

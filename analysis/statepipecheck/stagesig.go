@@ -20,15 +20,29 @@ import (
 func (c *checker) stageSignatures() {
 	named := c.namedMethods()
 	reported := map[*types.Func]bool{}
+	byValue := c.givenByValue()
 	for _, m := range machines(c.pass.Pkg) {
 		var unnamed []*types.Func
 		anyNamed := false
+		// The engine looks at the method set of the value given to New.
+		var valueSet *types.MethodSet
+		if byValue[m.named.Obj()] {
+			valueSet = types.NewMethodSet(m.named)
+		}
 		for sel := range m.mset.Methods() {
 			f, ok := sel.Obj().(*types.Func)
 			if !ok || !f.Exported() || f.Name() == "Start" || f.Name() == "Close" {
 				continue
 			}
 			f = f.Origin()
+			if valueSet != nil && valueSet.Lookup(f.Pkg(), f.Name()) == nil {
+				if m.isStageOf(f) && c.declOf(f) != nil && !reported[f] {
+					reported[f] = true
+					c.reportMethod(f, "%s.%s has a pointer receiver, but statepipe.New is given a %s value: the engine does not run it as a stage; pass a *%s to New",
+						recvName(f), f.Name(), m.named.Obj().Name(), m.named.Obj().Name())
+				}
+				continue
+			}
 			if !m.isStageOf(f) {
 				if sig := f.Type().(*types.Signature); (holdsRequest(sig.Params()) || holdsRequest(sig.Results())) && c.declOf(f) != nil && !reported[f] {
 					reported[f] = true
@@ -56,6 +70,30 @@ func (c *checker) stageSignatures() {
 				recvName(f), f.Name(), m.named.Obj().Name())
 		}
 	}
+}
+
+// givenByValue returns the types of the package that statepipe.New is
+// given as values (N, not *N) and never as pointers.
+func (c *checker) givenByValue() map[*types.TypeName]bool {
+	value, pointer := map[*types.TypeName]bool{}, map[*types.TypeName]bool{}
+	for n := range c.insp.PreorderSeq((*ast.CallExpr)(nil)) {
+		call := n.(*ast.CallExpr)
+		if len(call.Args) == 0 || !coreFunc(c.pass.TypesInfo, call, "New") {
+			continue
+		}
+		t := types.Unalias(c.pass.TypesInfo.TypeOf(call.Args[0]))
+		if named := receiverNamed(t); named != nil {
+			if _, ok := t.(*types.Pointer); ok {
+				pointer[named.Origin().Obj()] = true
+			} else {
+				value[named.Origin().Obj()] = true
+			}
+		}
+	}
+	for tn := range pointer {
+		delete(value, tn)
+	}
+	return value
 }
 
 // namedMethods returns the methods that the package uses as values

@@ -103,3 +103,15 @@ type NotAMachine struct{}
 
 func (NotAMachine) Start(r statepipe.Request[int]) statepipe.Request[int] { return r }
 func (NotAMachine) Take(r *statepipe.Request[int])                        {}
+
+// Tally is given to New by value: its pointer-receiver method is not in
+// the method set the engine looks at.
+type Tally struct{ done statepipe.Stage[int] }
+
+func RunTally() (*statepipe.Pipelines[int], error) { return statepipe.New[int](Tally{}) }
+
+func (t Tally) Start(r statepipe.Request[int]) statepipe.Request[int] { return r }
+
+func (t *Tally) Count(r statepipe.Request[int]) statepipe.Request[int] { return r } // want `Tally\.Count has a pointer receiver, but statepipe\.New is given a Tally value: the engine does not run it as a stage; pass a \*Tally to New`
+
+func (t Tally) Close() {}
