@@ -70,17 +70,7 @@ func run(pass *analysis.Pass) (any, error) {
 
 // importsCore reports whether pkg is the core or imports it directly:
 // no other package can name its types.
-func importsCore(pkg *types.Package) bool {
-	if pkg.Path() == corePath {
-		return true
-	}
-	for _, imp := range pkg.Imports() {
-		if imp.Path() == corePath {
-			return true
-		}
-	}
-	return false
-}
+func importsCore(pkg *types.Package) bool { return corePackage(pkg) != nil }
 
 // declOf returns the declaration of f in this package, if it has one.
 func (c *checker) declOf(f *types.Func) *ast.FuncDecl {

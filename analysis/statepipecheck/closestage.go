@@ -3,6 +3,7 @@ package statepipecheck
 import (
 	"fmt"
 	"go/ast"
+	"go/types"
 	"strings"
 
 	"golang.org/x/tools/go/analysis"
@@ -16,8 +17,8 @@ type callSite struct {
 	stop bool     // a call of Pipelines.Close
 }
 
-// closeInStage reports Pipelines.Close reachable from a stage or a flush
-// through direct calls and calls to functions, methods and immediately
+// closeInStage reports Pipelines.Close reachable from a stage, a flush,
+// an observer or a middleware through direct calls and calls to functions, methods and immediately
 // called literals of this package. The engine refuses such a Close at
 // run time (ErrCloseInStage): it would wait for the stage that calls it.
 func (c *checker) closeInStage() {
@@ -30,13 +31,23 @@ func (c *checker) closeInStage() {
 		calls[fn] = s
 		return s
 	}
+	kinds := map[ast.Node]string{} // what the engine runs: stage, flush, observer, middleware
 	var roots []ast.Node
-	for n := range c.insp.PreorderSeq((*ast.FuncDecl)(nil), (*ast.FuncLit)(nil)) {
-		if _, ok := stageSig(funcSig(c.pass.TypesInfo, n)); ok && funcBody(n) != nil {
+	add := func(n ast.Node, kind string) {
+		if _, seen := kinds[n]; !seen && funcBody(n) != nil {
+			kinds[n] = kind
 			roots = append(roots, n)
 		}
 	}
-	roots = append(roots, c.flushFuncs()...)
+	for n := range c.insp.PreorderSeq((*ast.FuncDecl)(nil), (*ast.FuncLit)(nil)) {
+		if _, ok := stageSig(funcSig(c.pass.TypesInfo, n)); ok {
+			add(n, "stage")
+		}
+	}
+	for _, n := range c.flushFuncs() {
+		add(n, "flush")
+	}
+	c.engineCallbacks(add)
 	reported := map[*ast.CallExpr]bool{}
 	for _, root := range roots {
 		// Breadth first, so the path named is a shortest one.
@@ -59,7 +70,7 @@ func (c *checker) closeInStage() {
 				if cs.stop {
 					if !reported[first] {
 						reported[first] = true
-						c.reportCloseInStage(root, first, s.path)
+						c.reportCloseInStage(root, kinds[root], first, s.path)
 					}
 					done = true
 					break
@@ -76,13 +87,13 @@ func (c *checker) closeInStage() {
 	}
 }
 
-func (c *checker) reportCloseInStage(root ast.Node, at *ast.CallExpr, path []string) {
-	what := "stage"
-	if _, ok := stageSig(funcSig(c.pass.TypesInfo, root)); !ok {
-		what = "flush"
-	}
+func (c *checker) reportCloseInStage(root ast.Node, what string, at *ast.CallExpr, path []string) {
 	if _, ok := root.(*ast.FuncLit); ok {
-		what = "a " + what + " literal"
+		article := "a "
+		if strings.ContainsRune("aeiou", rune(what[0])) {
+			article = "an "
+		}
+		what = article + what + " literal"
 	} else {
 		what += " " + funcName(root)
 	}
@@ -97,6 +108,68 @@ func (c *checker) reportCloseInStage(root ast.Node, at *ast.CallExpr, path []str
 		Message: fmt.Sprintf("Pipelines.Close is called from %s%s: there it returns ErrCloseInStage and closes nothing; signal the code that owns the Pipelines (cancel a context, close a channel) and close it there",
 			what, via),
 	})
+}
+
+// engineCallbacks calls add with the other functions the engine runs on
+// its own goroutines, where Close is refused too: observers (methods
+// Observe and FlushStarting of types that implement statepipe.Observer or
+// FlushObserver, functions made into an ObserverFunc) and middleware
+// given to WithMiddleware.
+func (c *checker) engineCallbacks(add func(ast.Node, string)) {
+	info := c.pass.TypesInfo
+	for n := range c.insp.PreorderSeq((*ast.CallExpr)(nil)) {
+		call := n.(*ast.CallExpr)
+		switch {
+		case coreFunc(info, call, "WithMiddleware"):
+			for _, a := range call.Args {
+				if f := c.funcNode(a); f != nil {
+					add(f, "middleware")
+				}
+			}
+		case len(call.Args) == 1 && info.Types[call.Fun].IsType():
+			if _, ok := coreNamed(info.TypeOf(call.Fun), "ObserverFunc"); ok {
+				if f := c.funcNode(call.Args[0]); f != nil {
+					add(f, "observer")
+				}
+			}
+		}
+	}
+	core := corePackage(c.pass.Pkg)
+	if core == nil {
+		return
+	}
+	for _, pair := range [][2]string{{"Observer", "Observe"}, {"FlushObserver", "FlushStarting"}} {
+		obj, ok := core.Scope().Lookup(pair[0]).(*types.TypeName)
+		if !ok {
+			continue
+		}
+		iface, ok := obj.Type().Underlying().(*types.Interface)
+		if !ok {
+			continue
+		}
+		for f, d := range c.decls {
+			recv := f.Type().(*types.Signature).Recv()
+			if recv == nil || f.Name() != pair[1] {
+				continue
+			}
+			if types.Implements(recv.Type(), iface) || types.Implements(types.NewPointer(recv.Type()), iface) {
+				add(d, "observer")
+			}
+		}
+	}
+}
+
+// corePackage returns statepipe as pkg sees it.
+func corePackage(pkg *types.Package) *types.Package {
+	if pkg.Path() == corePath {
+		return pkg
+	}
+	for _, imp := range pkg.Imports() {
+		if imp.Path() == corePath {
+			return imp
+		}
+	}
+	return nil
 }
 
 // callSites returns the calls fn makes before it returns: not those in

@@ -33,7 +33,9 @@
 // returned, sent or changed after b.Add(r) on the paths that follow it:
 // the batcher owns the request from Add on.
 //
-// closeinstage: Pipelines.Close called from a stage or a flush, directly
+// closeinstage: Pipelines.Close called from a stage, a flush, an observer
+// (Observe or FlushStarting of an Observer, an ObserverFunc) or a
+// middleware (given to WithMiddleware), directly
 // or through functions, methods and immediately called literals of the
 // package (not through go statements). At run time it returns
 // ErrCloseInStage and closes nothing.

@@ -89,3 +89,25 @@ func Owner(j *Job) {
 	<-j.stop
 	j.shutdown()
 }
+
+// Watcher is an observer: the engine calls it on its own goroutines.
+type Watcher struct{ p *statepipe.Pipelines[int] }
+
+func (w *Watcher) Observe(e statepipe.Event) {
+	if e.Kind == statepipe.EventKind(0) {
+		w.p.Close() // want `Pipelines\.Close is called from observer Observe`
+	}
+}
+
+// Options installs an observer function and a middleware that close.
+func Options(p *statepipe.Pipelines[int]) []statepipe.Option {
+	return []statepipe.Option{
+		statepipe.WithObserver(statepipe.ObserverFunc(func(e statepipe.Event) {
+			p.Close() // want `Pipelines\.Close is called from an observer literal`
+		})),
+		statepipe.WithMiddleware(func(stage string, r statepipe.Request[int], next statepipe.Stage[int]) statepipe.Request[int] {
+			p.Close() // want `Pipelines\.Close is called from a middleware literal`
+			return next(r)
+		}),
+	}
+}
