@@ -16,7 +16,7 @@ import (
 // .golden file with every fix applied. All are loaded in one run: loading
 // is what costs (about a minute under -race when each package is loaded
 // on its own).
-var packages = map[string]string{ // package -> the category its findings have
+var cases = map[string]string{ // package -> the category its findings have
 	"nextalloc":  "nextalloc",
 	"nofix":      "nextalloc",
 	"batchadd":   "batchadd",
@@ -29,7 +29,7 @@ var packages = map[string]string{ // package -> the category its findings have
 
 func TestChecksFindTheirCasesAndNotTheNearMisses(t *testing.T) {
 	var patterns []string
-	for p := range packages {
+	for p := range cases {
 		patterns = append(patterns, "example.com/t/"+p)
 	}
 	results := analysistest.RunWithSuggestedFixes(t, analysistest.TestData(), statepipecheck.Analyzer, patterns...)
@@ -37,7 +37,7 @@ func TestChecksFindTheirCasesAndNotTheNearMisses(t *testing.T) {
 	t.Run("EachPackageHasOnlyItsCheck", func(t *testing.T) {
 		for _, r := range results {
 			pkg := strings.TrimPrefix(r.Pass.Pkg.Path(), "example.com/t/")
-			want := packages[pkg]
+			want := cases[pkg]
 			if want != "" && len(r.Diagnostics) == 0 {
 				t.Errorf("%s: no findings", pkg)
 			}
