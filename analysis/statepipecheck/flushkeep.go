@@ -129,8 +129,8 @@ func (k *keeper) holder(lhs ast.Expr) *types.Var {
 			}
 			return nil
 		case *ast.SelectorExpr:
-			if _, ok := types.Unalias(info.TypeOf(x.X)).Underlying().(*types.Pointer); ok {
-				return nil // through a pointer
+			if t := info.TypeOf(x.X); t == nil || isPointer(t) {
+				return nil // through a pointer (or of a type unknown)
 			}
 			lhs = x.X
 		case *ast.IndexExpr:
@@ -254,4 +254,9 @@ func (k *keeper) diag(at ast.Node, how string) {
 		Category: catFlushKeep,
 		Message:  fmt.Sprintf("flush keeps its batch past the call (%s): the batcher reuses it and resumes the requests when flush returns; copy the values you need", how),
 	})
+}
+
+func isPointer(t types.Type) bool {
+	_, ok := t.Underlying().(*types.Pointer)
+	return ok
 }

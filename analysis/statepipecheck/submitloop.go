@@ -180,8 +180,10 @@ func (c *checker) tripCount(loop ast.Node) (int64, bool) {
 		if lit, ok := ast.Unparen(l.X).(*ast.CompositeLit); ok {
 			return int64(len(lit.Elts)), true
 		}
-		if a, ok := info.TypeOf(l.X).Underlying().(*types.Array); ok {
-			return a.Len(), true
+		if t := info.TypeOf(l.X); t != nil {
+			if a, ok := t.Underlying().(*types.Array); ok {
+				return a.Len(), true
+			}
 		}
 	case *ast.ForStmt:
 		init, ok1 := l.Init.(*ast.AssignStmt)
