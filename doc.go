@@ -135,4 +135,10 @@
 // is discarded; see [Group.Out]). Called from a
 // stage, a flush or an observer, where it would wait for itself, it
 // returns [ErrCloseInStage].
+//
+// # Checking code
+//
+// The statepipevet command (module github.com/statepipe/statepipe/analysis)
+// finds the pitfalls above before they run: go vet
+// -vettool=$(which statepipevet) ./...
 package statepipe
