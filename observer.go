@@ -73,9 +73,12 @@ const (
 	// batcher named Batch) failed with Err, marked by Retry; the request
 	// runs it again after Duration.
 	Retrying
+	// WorkersScaled: autoscaling (WithAutoscale) set the number of
+	// workers to Size, for Scale. It is not about a request.
+	WorkersScaled
 )
 
-var eventKindNames = [...]string{"RequestStarted", "StageDone", "Parked", "Resumed", "RequestDone", "BatchFlushed", "Retrying"}
+var eventKindNames = [...]string{"RequestStarted", "StageDone", "Parked", "Resumed", "RequestDone", "BatchFlushed", "Retrying", "WorkersScaled"}
 
 func (k EventKind) String() string {
 	if k < 0 || int(k) >= len(eventKindNames) {
@@ -98,7 +101,8 @@ type Event struct {
 	Attempt int // Retrying only: the attempt that failed, 1 for the first
 
 	Reason  FlushReason // BatchFlushed only
-	Size    int         // BatchFlushed only
+	Size    int         // BatchFlushed; the new worker count for WorkersScaled
+	Scale   ScaleReason // WorkersScaled only
 	Members []uint64    // BatchFlushed only: the ids of the flushed requests; read-only, valid during Observe
 }
 

@@ -30,6 +30,8 @@ type config struct {
 	keys        any // func(*Pipelines[T]) keyer[T], checked against T in validate
 	keyFailFast bool
 	backoff     *Backoff
+	scaleMin    int // WithAutoscale; scaleMax 0: off
+	scaleMax    int
 	problems    []string // recorded by options, reported by validate
 }
 
@@ -167,6 +169,12 @@ func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []M
 	if c.pipelines != 0 && c.workers != 0 {
 		c.problems = append(c.problems, "WithPipelines and WithWorkers both set; choose one")
 	}
+	if c.scaleMax != 0 && c.workers != 0 {
+		c.problems = append(c.problems, "WithAutoscale and WithWorkers both set; choose one")
+	}
+	if c.scaleMax != 0 && c.pipelines != 0 {
+		c.problems = append(c.problems, "WithAutoscale and WithPipelines both set; choose one")
+	}
 	var mws []Middleware[T]
 	if c.middleware != nil {
 		var ok bool
@@ -188,6 +196,9 @@ func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []M
 	}
 	if c.pipelines == 0 {
 		c.pipelines = runtime.GOMAXPROCS(0)
+	}
+	if c.scaleMax != 0 {
+		c.workers = c.scaleMin
 	}
 	if c.workers == 0 {
 		c.workers = c.pipelines * stages

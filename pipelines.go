@@ -43,10 +43,14 @@ type Pipelines[T any] struct {
 	drainOnce sync.Once
 	closing   chan struct{} // closed when Close begins; wakes blocked Submits
 
-	workers []*worker[T]
-	idle    atomic.Int32 // workers waiting for a request
-	exited  atomic.Int32 // workers gone after Close
-	wg      sync.WaitGroup
+	// The workers: a copy-on-write list (changed under mu), and their
+	// number. Without autoscaling both stay as New made them.
+	workers  atomic.Pointer[[]*worker[T]]
+	nworkers atomic.Int32
+	idle     atomic.Int32 // workers waiting for a request
+	exited   atomic.Int32 // workers gone after Close
+	scale    *scaler[T]   // with WithAutoscale; nil otherwise
+	wg       sync.WaitGroup
 
 	mu       sync.Mutex
 	groups   groupList[T]  // open groups, closed by Close
@@ -103,7 +107,7 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		log:        cfg.logger,
 		start:      sm.Start,
 		in:         make(chan *record[T], cfg.maxInFlight),
-		queueDepth: queueDepth(cfg.workers),
+		queueDepth: queueDepth(max(cfg.workers, cfg.scaleMax)),
 		room:       newWakeup(),
 		drained:    make(chan struct{}),
 		closing:    make(chan struct{}),
@@ -124,13 +128,57 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		defer p.wg.Done()
 		p.watch.run()
 	}()
-	p.workers = make([]*worker[T], cfg.workers)
-	for i := range p.workers {
-		p.workers[i] = newWorker(p)
-		p.goEngine(p.workers[i].loop)
+	p.workers.Store(new([]*worker[T]))
+	if cfg.scaleMax > 0 {
+		p.scale = newScaler(p, cfg.workers, cfg.scaleMax) // before the workers, which read it
+	}
+	p.addWorkers(cfg.workers)
+	if p.scale != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.scale.run()
+		}()
 	}
 	p.log.Info("statepipe: started", "stages", names, "workers", cfg.workers, "maxInFlight", cfg.maxInFlight)
 	return p, nil
+}
+
+// addWorkers starts n more workers.
+func (p *Pipelines[T]) addWorkers(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.workers.Load()
+	ws := append(old[:len(old):len(old)], make([]*worker[T], n)...)
+	for i := len(old); i < len(ws); i++ {
+		ws[i] = newWorker(p)
+		p.nworkers.Add(1)
+		p.goEngine(ws[i].loop)
+	}
+	p.workers.Store(&ws)
+}
+
+// removeWorker takes a worker that is leaving (autoscaling) off the list,
+// and keeps what it counted: the lock order is that of collect.
+func (p *Pipelines[T]) removeWorker(w *worker[T]) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.workers.Load()
+	ws := make([]*worker[T], 0, len(old))
+	for _, o := range old {
+		if o != w {
+			ws = append(ws, o)
+		}
+	}
+	p.workers.Store(&ws)
+	w.stats.publish()
+	w.stats.mu.Lock()
+	p.outside.mu.Lock()
+	p.outside.c.merge(&w.stats.pub)
+	p.outside.mu.Unlock()
+	w.stats.pub.reset()
+	w.stats.mu.Unlock()
+	p.nworkers.Add(-1)
 }
 
 // goEngine starts f on a goroutine of the engine, which Close joins.
@@ -204,6 +252,9 @@ func (p *Pipelines[T]) Close() error {
 	}
 	p.once.Do(func() {
 		close(p.closing)
+		if p.scale != nil {
+			close(p.scale.quit) // the count stays as it is for the drain
+		}
 		p.closeAdmission()
 
 		p.mu.Lock()
@@ -266,7 +317,7 @@ func (p *Pipelines[T]) batchName(at node) string {
 
 // idleNow reports whether every worker waits and nothing is queued.
 func (p *Pipelines[T]) idleNow() bool {
-	return int(p.idle.Load()) == len(p.workers) && len(p.in) == 0
+	return p.idle.Load() == p.nworkers.Load() && len(p.in) == 0
 }
 
 // resume hands a parked request back to the workers, which continue it at

@@ -25,6 +25,9 @@ type Stats struct {
 	// Keys describe the keys inside, with WithKey; zero otherwise.
 	Keys KeyStats
 
+	// Scaling describes autoscaling, with WithAutoscale; zero otherwise.
+	Scaling ScaleStats
+
 	// ObserverPanics counts panics recovered in the Observer's Observe
 	// (WithObserver); their events were dropped.
 	ObserverPanics uint64
@@ -82,7 +85,7 @@ func (p *Pipelines[T]) Stats() Stats {
 		Failed:    c.failed,
 		InFlight:  int(p.inside()),
 		Queued:    len(p.in),
-		Workers:   len(p.workers),
+		Workers:   int(p.nworkers.Load()),
 
 		ObserverPanics: observerPanics(p.obs),
 		QueueTime:      c.queued.durations(),
@@ -97,6 +100,9 @@ func (p *Pipelines[T]) Stats() Stats {
 	s.Retrying = int(p.retries.waiting.Load())
 	if p.keys != nil {
 		s.Keys = p.keys.stats()
+	}
+	if p.scale != nil {
+		s.Scaling = p.scale.snapshot()
 	}
 	p.mu.Lock()
 	groups := p.groups.all()
@@ -116,7 +122,11 @@ func (p *Pipelines[T]) Stats() Stats {
 // collect adds every published count to c: the workers', and those of
 // requests finished by batchers.
 func (p *Pipelines[T]) collect(c *counts) {
-	for _, w := range p.workers {
+	// Under mu, a worker that leaves (autoscaling) is counted once: in
+	// the list, or in outside once it has moved its counts there.
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, w := range *p.workers.Load() {
 		w.stats.mu.Lock()
 		c.merge(&w.stats.pub)
 		w.stats.mu.Unlock()
