@@ -103,7 +103,7 @@ func parseDemoFlags(args []string, stdout io.Writer) (demoConfig, error) {
 	case c.db == "":
 		return bad("--db must name a file")
 	case c.workers < 0 || c.workers > maxWorkers:
-		return bad("--workers must be between 1 and %d, got %d", maxWorkers, c.workers)
+		return bad("--workers must be between 1 and %d, or 0 (the default) to run in this process; got %d", maxWorkers, c.workers)
 	case c.killWorker && c.workers < 2:
 		return bad("--kill-worker needs --workers 2 or more")
 	case c.workers > 0 && (c.baseline || c.ordered):

@@ -182,6 +182,11 @@ wait:
 	}
 	tick.Stop()
 	elapsed := time.Since(start)
+	if !interrupted {
+		// Every file is in: the last progress line now, with the time of
+		// the summary, not after the workers have stopped.
+		prog.finishAt(elapsed)
+	}
 	reports := stopWorkers(workers)
 	// The collector stores what the workers published before they stopped.
 	var published uint64

@@ -128,7 +128,7 @@ func loadWithPipelines(e env, cfg demoConfig, t *tree) (*demoResult, error) {
 	unwatch()
 	p.Close()
 	res.elapsed = time.Since(start)
-	prog.finish()
+	prog.finishAt(res.elapsed)
 
 	res.ok, res.failed = ok.Load(), failed.Load()
 	res.stats, res.batch, res.stages, res.graph = p.Stats(), m.batch.Stats(), p.Stages(), p.Graph()
@@ -190,7 +190,7 @@ loop:
 		}
 	}
 	res.elapsed = time.Since(start)
-	prog.finish()
+	prog.finishAt(res.elapsed)
 	res.ok = done.Load()
 	res.interrupted = res.ok < int64(t.total)
 	status := "complete"
