@@ -262,7 +262,7 @@ func TestDemoSecondRunOnOneDatabaseIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	var second struct {
-		code          int
+		code           int
 		stdout, stderr string
 	}
 	cfg.afterFlush = func(id int64) {
