@@ -129,6 +129,9 @@ func runDistributed(e env, cfg demoConfig, t *tree) error {
 	if err != nil {
 		return err
 	}
+	if cfg.dash != nil {
+		cfg.dash.attach(p, fmt.Sprintf("statepipe demo --workers %d: the collector", cfg.workers))
+	}
 	collector := &spjs.Source[File]{
 		Consumer: results, JetStream: js, Decode: decodeFile, MaxInFlight: inFlight, DeadLetter: deadSubject,
 		FetchWait: 200 * time.Millisecond,
