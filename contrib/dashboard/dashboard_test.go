@@ -255,3 +255,30 @@ func TestRenderSVGRejectsBadDOT(t *testing.T) {
 		t.Errorf("%v\n%s", err, svg)
 	}
 }
+
+// Pages asking more often than the refresh interval (here every 600ms,
+// which takes a new sample each time) add no more than one chart point
+// per interval: points over shorter spans would be noise.
+func TestChartOnePointPerInterval(t *testing.T) {
+	src := &fakeSource{}
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d := dashboard.New(src, dashboard.WithRefresh(time.Second))
+	dashboard.SetClock(d, func() time.Time { return clock })
+	var s *dashboard.Snapshot
+	for i := range 11 { // 6 seconds
+		src.set(uint64(60 * i))
+		s = d.Snapshot()
+		clock = clock.Add(600 * time.Millisecond)
+	}
+	if src.reads != 11 {
+		t.Fatalf("%d reads for 11 snapshots 600ms apart", src.reads)
+	}
+	if n := len(s.Throughput); n != 5 {
+		t.Errorf("%d points over 6s, want 5 (one per 1.2s: the first sample at least 900ms after the last point)", n)
+	}
+	for _, p := range s.Throughput {
+		if p.Completed != 100 {
+			t.Errorf("point %v: %v/s, want 100", p.Time, p.Completed)
+		}
+	}
+}

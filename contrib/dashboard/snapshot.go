@@ -120,8 +120,9 @@ type sampler struct {
 
 	mu      sync.Mutex
 	last    *Snapshot
-	samples []sample // oldest first
-	points  []Point
+	samples   []sample // oldest first
+	points    []Point
+	pointBase sample // the sample the next point is measured from
 }
 
 // snapshot returns the latest snapshot, taking a new one if the latest is
@@ -149,13 +150,18 @@ func (s *sampler) take(now time.Time) *Snapshot {
 	for _, e := range g.Edges {
 		cur.edges[[2]string{e.From, e.To}] = e.Count
 	}
-	if n := len(s.samples); n > 0 {
-		prev := s.samples[n-1]
-		if dt := now.Sub(prev.t).Seconds(); dt > 0 {
+	// A point per interval at most, however often pages ask: points
+	// over shorter spans would be noise (a batch committed in one, none
+	// in the next).
+	if prev := s.pointBase; !prev.t.IsZero() {
+		if d := now.Sub(prev.t); d >= s.interval*9/10 {
 			s.points = append(s.points, Point{Time: now,
-				Completed: float64(cur.completed-prev.completed) / dt,
-				Failed:    float64(cur.failed-prev.failed) / dt})
+				Completed: float64(cur.completed-prev.completed) / d.Seconds(),
+				Failed:    float64(cur.failed-prev.failed) / d.Seconds()})
+			s.pointBase = cur
 		}
+	} else {
+		s.pointBase = cur
 	}
 	s.samples = append(s.samples, cur)
 	// Keep what the chart and the rates need.

@@ -146,7 +146,7 @@
     let top = 1;
     for (const p of pts) top = Math.max(top, p.completed, p.failed);
     const t1 = Date.parse(s.time);
-    const t0 = pts.length ? Math.min(Date.parse(pts[0].time), t1 - 60e3) : t1 - 60e3;
+    const t0 = pts.length ? Math.min(Date.parse(pts[0].time), t1 - 30e3) : t1 - 30e3;
     const x = (t) => ((Date.parse(t) - t0) / Math.max(1, t1 - t0)) * (W - 2 * pad) + pad;
     const y = (v) => H - pad - (v / top) * (H - 2 * pad);
     const line = (key) => pts.map((p) => x(p.time).toFixed(1) + "," + y(p[key]).toFixed(1)).join(" ");
