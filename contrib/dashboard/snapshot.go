@@ -118,8 +118,8 @@ type sampler struct {
 	history  time.Duration
 	now      func() time.Time
 
-	mu      sync.Mutex
-	last    *Snapshot
+	mu        sync.Mutex
+	last      *Snapshot
 	samples   []sample // oldest first
 	points    []Point
 	pointBase sample // the sample the next point is measured from
