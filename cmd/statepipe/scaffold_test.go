@@ -17,10 +17,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden from the curr
 func TestNewGolden(t *testing.T) {
 	withSource(t, "/path/to/statepipe")
 	dir := filepath.Join(t.TempDir(), "orders")
-	e, out, errb := testEnv()
-	if code := run([]string{"new", "orders", "--dir", dir}, e); code != exitOK {
-		t.Fatalf("exit %d: %s", code, errb)
-	}
+	out := runNew(t, "new", "orders", "--dir", dir)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +89,17 @@ func TestNewRefuses(t *testing.T) {
 	if entries, _ := os.ReadDir(existing); len(entries) != 0 {
 		t.Errorf("wrote into the existing directory: %v", entries)
 	}
+}
+
+// runNew runs the command line args, which must succeed, and returns its
+// output.
+func runNew(t *testing.T, args ...string) *bytes.Buffer {
+	t.Helper()
+	e, out, errb := testEnv()
+	if code := run(args, e); code != exitOK {
+		t.Fatalf("%v: exit %d: %s", args, code, errb)
+	}
+	return out
 }
 
 // withSource makes the checkout this binary was built from dir ("": none)
@@ -202,10 +210,7 @@ func TestNewInsideCheckoutRunsAsPrinted(t *testing.T) {
 	co := fakeCheckout(t)
 	withSource(t, "") // whatever this binary was built from, the checkout counts
 	t.Chdir(co)
-	e, out, errb := testEnv()
-	if code := run([]string{"new", "orders", "--dir", "examples/orders"}, e); code != exitOK {
-		t.Fatalf("exit %d: %s", code, errb)
-	}
+	out := runNew(t, "new", "orders", "--dir", "examples/orders")
 	mod, err := os.ReadFile(filepath.Join(co, "examples", "orders", "go.mod"))
 	if err != nil {
 		t.Fatal(err)
@@ -229,10 +234,7 @@ func TestNewOutsideModuleRunsAsPrinted(t *testing.T) {
 	withSource(t, repoRoot(t))
 	dir := t.TempDir()
 	t.Chdir(dir)
-	e, out, errb := testEnv()
-	if code := run([]string{"new", "orders"}, e); code != exitOK {
-		t.Fatalf("exit %d: %s", code, errb)
-	}
+	out := runNew(t, "new", "orders")
 	if !strings.Contains(out.String(), "cd orders\n  go mod tidy\n  go run .\n  go test .\n") {
 		t.Errorf("next steps:\n%s", out)
 	}
@@ -254,10 +256,7 @@ func TestNewInsideModuleRunsAsPrinted(t *testing.T) {
 	}
 	t.Chdir(t.TempDir()) // elsewhere: the steps say where to go
 	dir := filepath.Join(mod, "cmd", "sync_users")
-	e, out, errb := testEnv()
-	if code := run([]string{"new", "--dir", dir, "sync_users"}, e); code != exitOK {
-		t.Fatalf("exit %d: %s", code, errb)
-	}
+	out := runNew(t, "new", "--dir", dir, "sync_users")
 	if _, err := os.Stat(filepath.Join(dir, "go.mod")); !os.IsNotExist(err) {
 		t.Errorf("go.mod written inside module example.com/app (%v)", err)
 	}
@@ -279,10 +278,7 @@ func TestNewInsideModuleRunsAsPrinted(t *testing.T) {
 func TestNewWithoutCheckoutSaysWhatToAdd(t *testing.T) {
 	withSource(t, "")
 	dir := filepath.Join(t.TempDir(), "orders")
-	e, out, errb := testEnv()
-	if code := run([]string{"new", "orders", "--dir", dir}, e); code != exitOK {
-		t.Fatalf("exit %d: %s", code, errb)
-	}
+	out := runNew(t, "new", "orders", "--dir", dir)
 	mod, err := os.ReadFile(filepath.Join(dir, "go.mod"))
 	if err != nil {
 		t.Fatal(err)
