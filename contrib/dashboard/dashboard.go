@@ -46,7 +46,10 @@ func New(src Source, opts ...Option) *Dashboard {
 
 // Snapshot returns what the page shows now; it is also what stats.json
 // returns.
-func (d *Dashboard) Snapshot() *Snapshot { return d.sampler.snapshot() }
+func (d *Dashboard) Snapshot() *Snapshot {
+	s, _ := d.sampler.snapshot()
+	return s
+}
 
 // Run samples the Pipelines every refresh interval until ctx ends, so that
 // the throughput chart has no gaps for the time no page was open. It is
@@ -57,7 +60,7 @@ func (d *Dashboard) Run(ctx context.Context) {
 	for {
 		select {
 		case <-t.C:
-			d.sampler.snapshot()
+			d.Snapshot()
 		case <-ctx.Done():
 			return
 		}
@@ -136,11 +139,12 @@ func (d *Dashboard) serveJSON(w http.ResponseWriter) {
 	w.Write(b)
 }
 
-// serveSVG renders the graph's current shape; the page asks for it when
-// the Shape of a snapshot changes, and the numbers it draws come from the
-// snapshots.
+// serveSVG draws the graph of the latest snapshot, laying it out again
+// only if its shape changed; the page asks for it when the Shape of a
+// snapshot changes, and writes the numbers of the snapshots into it.
 func (d *Dashboard) serveSVG(w http.ResponseWriter, r *http.Request) {
-	shape, svg, err := d.drawing.get(r.Context(), d.sampler.src.Graph())
+	_, g := d.sampler.snapshot()
+	shape, svg, err := d.drawing.get(r.Context(), g)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return

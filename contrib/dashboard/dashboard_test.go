@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -214,9 +215,16 @@ func TestMountedUnderPrefix(t *testing.T) {
 func TestGraphDrawnWhenShapeChanges(t *testing.T) {
 	p, _ := newPipelines(t)
 	d := dashboard.New(p)
+	var mu sync.Mutex
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	dashboard.SetClock(d, func() time.Time { mu.Lock(); defer mu.Unlock(); return clock })
 	srv := httptest.NewServer(d)
 	defer srv.Close()
 	svg := func() (string, string) {
+		// A refresh later: the drawing is of a new snapshot.
+		mu.Lock()
+		clock = clock.Add(time.Second)
+		mu.Unlock()
 		res, body := get(t, srv.Client(), srv.URL+"/graph.svg")
 		if res.StatusCode != 200 {
 			t.Fatalf("graph.svg: %s %s", res.Status, body)

@@ -120,28 +120,30 @@ type sampler struct {
 
 	mu        sync.Mutex
 	last      *Snapshot
-	samples   []sample // oldest first
+	graph     statepipe.Graph // the one last was made from
+	samples   []sample        // oldest first
 	points    []Point
 	pointBase sample // the sample the next point is measured from
 }
 
 // snapshot returns the latest snapshot, taking a new one if the latest is
-// older than half the interval.
-func (s *sampler) snapshot() *Snapshot {
+// older than half the interval, and the graph it was made from.
+func (s *sampler) snapshot() (*Snapshot, statepipe.Graph) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	if s.last != nil && now.Sub(s.last.Time) < s.interval/2 {
-		return s.last
+		return s.last, s.graph
 	}
 	s.last = s.take(now)
-	return s.last
+	return s.last, s.graph
 }
 
 // take reads Stats and Graph once and builds a snapshot; s.mu is held.
 func (s *sampler) take(now time.Time) *Snapshot {
 	st := s.src.Stats()
 	g := s.src.Graph()
+	s.graph = g
 	cur := sample{t: now, completed: st.Completed, failed: st.Failed,
 		stages: make(map[string]uint64, len(st.Stages)), edges: make(map[[2]string]uint64, len(g.Edges))}
 	for _, x := range st.Stages {
