@@ -33,9 +33,12 @@
 // hook and no Observer. It reads [statepipe.Pipelines.Stats] and
 // [statepipe.Pipelines.Graph] at most once per refresh interval
 // ([WithRefresh], default 1s), however many pages are open; a page asks
-// once per interval. The graph is laid out again only when its shape
-// changes (a node or an edge appears, or the counts gain a digit); between
-// layouts the page writes the numbers into the drawing it has.
+// once per interval. A refresh (Stats and Graph read, the snapshot built
+// and encoded, with five minutes of history) costs about 0.2ms of CPU
+// (BenchmarkRefresh): at one a second, 0.02% of a core. The graph is laid
+// out again only when its shape changes (a node or an edge appears, or the
+// largest count gains a digit), about 2ms each time (BenchmarkRenderSVG);
+// between layouts the page writes the numbers into the drawing it has.
 //
 // # Drawing
 //

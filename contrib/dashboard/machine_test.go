@@ -66,7 +66,7 @@ var orderStages = []string{"Start", "Check", "Confirm", "Store"}
 
 // newPipelines starts the orders machine and closes it at the end of the
 // test.
-func newPipelines(t *testing.T) (*statepipe.Pipelines[int], *orders) {
+func newPipelines(t testing.TB) (*statepipe.Pipelines[int], *orders) {
 	t.Helper()
 	m := newOrders()
 	p, err := statepipe.New[int](m, statepipe.WithPipelines(2))
