@@ -89,10 +89,10 @@ func TestPageInBrowser(t *testing.T) {
 	// Under load: flushes wait for release, so work stays in flight while
 	// the page loads.
 	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() { load(t, p, 0, 300); close(done) })
+	var loading, releasing sync.WaitGroup
+	loading.Go(func() { load(t, p, 0, 300); close(done) })
 	stopRelease := make(chan struct{})
-	wg.Go(func() {
+	releasing.Go(func() {
 		for {
 			select {
 			case m.release <- struct{}{}:
@@ -102,7 +102,12 @@ func TestPageInBrowser(t *testing.T) {
 			}
 		}
 	})
-	defer func() { close(stopRelease); wg.Wait() }()
+	defer func() {
+		close(stopRelease)
+		releasing.Wait()
+		close(m.release) // if the test failed half way, the flushes left go through
+		loading.Wait()
+	}()
 
 	if err := chromedp.Do(ctx, chromedp.Navigate(srv.URL+"/")); err != nil {
 		t.Fatal(err)
