@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -148,6 +150,18 @@ func TestDemoServeShowsTheMachine(t *testing.T) {
 		}
 	}
 
+	// And in a real browser, where the page draws what it fetched.
+	if dom, ok := browserDOM(t, url); ok {
+		for _, want := range append(demoStages, "sqlite") {
+			if !strings.Contains(dom, "<title>"+want+"</title>") {
+				t.Errorf("the page in the browser does not draw %s", want)
+			}
+		}
+		if !strings.Contains(dom, fmt.Sprintf(`id="completed">%s<`, thousands(len(paths)))) {
+			t.Errorf("the page in the browser does not show %d completed", len(paths))
+		}
+	}
+
 	interrupt() // Ctrl-C: the run had ended, so this only stops the server (runDemo returns nil)
 	select {
 	case <-code:
@@ -190,4 +204,37 @@ func TestDemoServeRefusesABadAddress(t *testing.T) {
 		!strings.Contains(errb.String(), "--serve 127.0.0.1:bogus") {
 		t.Errorf("exit %d: %s", code, errb)
 	}
+}
+
+// browserDOM loads url in headless Chromium, lets its script run for a
+// few seconds, and returns the page as it is then; false if Chromium is
+// not installed.
+func browserDOM(t *testing.T, url string) (string, bool) {
+	t.Helper()
+	const chromium = "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		t.Logf("no browser: %s is missing (apt-get install chromium); the page is not loaded in a browser", chromium)
+		return "", false
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+		"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--user-data-dir="+t.TempDir(), "--virtual-time-budget=3000", "--dump-dom", url)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", chromium, err, stderr.String())
+	}
+	return string(out), true
+}
+
+// thousands writes n as the page does: 1,234.
+func thousands(n int) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
