@@ -129,7 +129,12 @@ func (p *progress) report(final bool) {
 		full = min(max(full, 0), cells)
 		line = p.label + " [" + strings.Repeat("█", full) + strings.Repeat("░", cells-full) + "]" + stats
 	} else if len(line) >= width {
-		line = strings.ToValidUTF8(line[:max(0, width-1)], "")
+		// No room for a bar, nor for the padded numbers: the short form,
+		// cut if even that is too long.
+		line = fmt.Sprintf("%s %d/%d %.0f%% %.0f/s %s", p.label, n, p.total, pct, rate, eta)
+		if len(line) >= width {
+			line = strings.ToValidUTF8(line[:max(0, width-1)], "")
+		}
 	}
 	line = strings.TrimRight(line, " ")
 	// \r and erase-line redraw in place; the final report ends the line.
