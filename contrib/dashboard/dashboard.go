@@ -1,10 +1,10 @@
 package dashboard
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"encoding/json"
-	"fmt"
 	"html/template"
 	"net/http"
 	"path"
@@ -45,7 +45,8 @@ func New(src Source, opts ...Option) *Dashboard {
 }
 
 // Snapshot returns what the page shows now; it is also what stats.json
-// returns.
+// returns. It is taken at most once per half refresh interval and shared
+// by every caller in that time: do not modify it.
 func (d *Dashboard) Snapshot() *Snapshot {
 	s, _ := d.sampler.snapshot()
 	return s
@@ -116,16 +117,18 @@ func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Dashboard) servePage(w http.ResponseWriter) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	err := pageTemplate.Execute(w, struct {
+	var b bytes.Buffer
+	err := pageTemplate.Execute(&b, struct {
 		Title   string
 		Refresh int64
 	}{d.cfg.title, d.cfg.refresh.Milliseconds()})
 	if err != nil {
-		// The header is sent; all that can be done is to stop.
-		fmt.Fprintf(w, "\n<!-- %s -->", template.HTMLEscapeString(err.Error()))
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
 	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(b.Bytes())
 }
 
 func (d *Dashboard) serveJSON(w http.ResponseWriter) {

@@ -31,6 +31,8 @@ func get(t *testing.T, c *http.Client, url string) (*http.Response, string) {
 func TestStatsJSONMatchesStats(t *testing.T) {
 	p, _ := newPipelines(t)
 	load(t, p, 0, 500)
+	open := p.NewGroup(statepipe.MaxInFlight(7)) // an open group, to be listed
+	defer open.Close()
 	srv := httptest.NewServer(dashboard.New(p))
 	defer srv.Close()
 	res, body := get(t, srv.Client(), srv.URL+"/stats.json")
@@ -48,6 +50,12 @@ func TestStatsJSONMatchesStats(t *testing.T) {
 	}
 	if s.Workers != want.Workers || s.InFlight != 0 {
 		t.Errorf("workers %d (want %d), in flight %d", s.Workers, want.Workers, s.InFlight)
+	}
+	if len(s.Groups) != 1 || s.Groups[0].Limit != 7 || !strings.Contains(body, `"groups":[{"id":`) {
+		t.Errorf("groups %+v in %s", s.Groups, body)
+	}
+	if s.RunTime.Count != want.RunTime.Count || s.RunTime.Max != want.RunTime.Max || !strings.Contains(body, `"runTime":{"count":`) {
+		t.Errorf("run time %+v, Stats %+v", s.RunTime, want.RunTime)
 	}
 	runs := map[string]uint64{}
 	for _, st := range s.Stages {

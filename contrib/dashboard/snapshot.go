@@ -28,14 +28,14 @@ type Snapshot struct {
 	Parked    int     `json:"parked"`
 	Workers   int     `json:"workers"`
 
-	QueueTime statepipe.Durations `json:"queueTime"`
-	RunTime   statepipe.Durations `json:"runTime"`
+	QueueTime Timing `json:"queueTime"` // from Submit until a worker picks the request up
+	RunTime   Timing `json:"runTime"`   // from that pick-up until out, parked time included
 
-	Stages   []Stage                `json:"stages"`
-	Batchers []Batcher              `json:"batchers"`
-	Groups   []statepipe.GroupStats `json:"groups"`
-	Nodes    []Node                 `json:"nodes"` // the graph's nodes, as Graph returns them
-	Edges    []Edge                 `json:"edges"` // the transitions taken so far
+	Stages   []Stage   `json:"stages"`
+	Batchers []Batcher `json:"batchers"`
+	Groups   []Group   `json:"groups"` // open groups
+	Nodes    []Node    `json:"nodes"`  // the graph's nodes, as Graph returns them
+	Edges    []Edge    `json:"edges"`  // the transitions taken so far
 
 	// Throughput holds one point per sample over the history span, oldest
 	// first.
@@ -50,6 +50,24 @@ type Stage struct {
 	Rate   float64       `json:"rate"` // runs per second, lately
 	P50    time.Duration `json:"p50"`
 	P99    time.Duration `json:"p99"`
+}
+
+// Timing summarises the durations the core measured (on a sample of the
+// requests, see [statepipe.Stats]).
+type Timing struct {
+	Count uint64        `json:"count"`
+	Avg   time.Duration `json:"avg"`
+	Max   time.Duration `json:"max"`
+}
+
+// Group is one open group.
+type Group struct {
+	ID        uint64 `json:"id"`
+	Ordered   bool   `json:"ordered"`
+	Limit     int    `json:"limit"`     // its in-flight bound
+	Submitted uint64 `json:"submitted"` // requests accepted
+	Pending   int    `json:"pending"`   // admitted, not yet in its output
+	Buffered  int    `json:"buffered"`  // in its output, not yet received
 }
 
 // Batcher is one batcher's counters.
@@ -187,8 +205,9 @@ func (s *sampler) take(now time.Time) *Snapshot {
 		Submitted: st.Submitted, Completed: st.Completed, Failed: st.Failed,
 		Rate:     rate(st.Completed+st.Failed, base.completed+base.failed),
 		InFlight: st.InFlight, Queued: st.Queued, Running: st.Running, Parked: st.Parked, Workers: st.Workers,
-		QueueTime: st.QueueTime, RunTime: st.RunTime,
-		Groups:     st.Groups,
+		QueueTime:  timing(st.QueueTime),
+		RunTime:    timing(st.RunTime),
+		Groups:     make([]Group, 0, len(st.Groups)),
 		Throughput: slices.Clone(s.points),
 		Stages:     make([]Stage, 0, len(st.Stages)),
 		Batchers:   make([]Batcher, 0, len(st.Batchers)),
@@ -196,8 +215,9 @@ func (s *sampler) take(now time.Time) *Snapshot {
 		Edges:      make([]Edge, 0, len(g.Edges)),
 		Shape:      shapeOf(g),
 	}
-	if snap.Groups == nil {
-		snap.Groups = []statepipe.GroupStats{}
+	for _, g := range st.Groups {
+		snap.Groups = append(snap.Groups, Group{ID: g.ID, Ordered: g.Ordered, Limit: g.Limit,
+			Submitted: g.Submitted, Pending: g.Pending, Buffered: g.Buffered})
 	}
 	for _, x := range st.Stages {
 		snap.Stages = append(snap.Stages, Stage{Name: x.Name, Runs: x.Runs, Errors: x.Errors,
@@ -241,3 +261,5 @@ func batcherOf(b statepipe.BatchStats) Batcher {
 	}
 	return out
 }
+
+func timing(d statepipe.Durations) Timing { return Timing{Count: d.Count, Avg: d.Avg, Max: d.Max} }

@@ -170,16 +170,16 @@
     set("parked", int(s.parked));
     set("workers", int(s.workers));
     set("groups", int(s.groups.length));
-    set("queueTime", "avg " + dur(s.queueTime.Avg) + ", max " + dur(s.queueTime.Max));
-    set("runTime", "avg " + dur(s.runTime.Avg) + ", max " + dur(s.runTime.Max));
+    set("queueTime", "avg " + dur(s.queueTime.avg) + ", max " + dur(s.queueTime.max));
+    set("runTime", "avg " + dur(s.runTime.avg) + ", max " + dur(s.runTime.max));
     fill("stages", s.stages, (x) => [[x.name], [int(x.runs)], [int(x.errors), x.errors > 0 ? "bad" : ""],
       [rate(x.rate)], [dur(x.p50)], [dur(x.p99)]]);
     fill("batchers", s.batchers, (b) => [[b.name], [int(b.total)],
       [Object.entries(b.flushes).filter(([, n]) => n > 0).map(([r, n]) => r + " " + int(n)).join(", ") || "–"],
       [b.meanFill.toFixed(1)], [int(b.items) + (b.failed ? " (" + int(b.failed) + " failed)" : "")],
       [int(b.parked)], [dur(b.flushTime)]]);
-    fill("grouptable", s.groups, (g) => [["#" + g.ID], [g.Ordered ? "yes" : "no"], [int(g.Limit)],
-      [int(g.Submitted)], [int(g.Pending)], [int(g.Buffered)]]);
+    fill("grouptable", s.groups, (g) => [["#" + g.id], [g.ordered ? "yes" : "no"], [int(g.limit)],
+      [int(g.submitted)], [int(g.pending)], [int(g.buffered)]]);
     writeGraph(s);
     writeChart(s);
   }
