@@ -298,3 +298,30 @@ func TestChartOnePointPerInterval(t *testing.T) {
 		}
 	}
 }
+
+// The page's DOT leaves each edge label room for what the page writes
+// there (count, then rate and mean latency), whatever the core's DOT put
+// in the label; a change of the core's edge statements that this misses
+// would leave the page's numbers overlapping the drawing.
+func TestPageDOTMakesRoomForLiveLabels(t *testing.T) {
+	p, _ := newPipelines(t)
+	load(t, p, 0, 1234)
+	g := p.Graph()
+	dot := dashboard.PageDOT(g)
+	edges := 0
+	for _, l := range strings.Split(dot, "\n") {
+		if !strings.Contains(l, " -> ") {
+			continue
+		}
+		edges++
+		if !strings.Contains(l, `label="00000\n9,999/s · 999µs"`) {
+			t.Errorf("edge without room for its live label: %s", l)
+		}
+	}
+	if edges != len(g.Edges) || !strings.Contains(dot, "node [width=") {
+		t.Errorf("%d edge statements for %d edges:\n%s", edges, len(g.Edges), dot)
+	}
+	if _, err := dashboard.RenderSVG(t.Context(), dot); err != nil {
+		t.Error(err)
+	}
+}
