@@ -35,7 +35,7 @@ type Observer struct {
 	stages   *cache[string, nameAttrs]
 	batches  *cache[flushKey, flushAttrs]
 	batchers *cache[string, nameAttrs] // for retries of flushes: the batcher alone
-	bufs     sync.Pool                  // *linkBuf, for flushes
+	bufs     sync.Pool                 // *linkBuf, for flushes
 }
 
 var _ statepipe.Observer = (*Observer)(nil)
