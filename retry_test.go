@@ -474,7 +474,11 @@ func TestFlushMarkedErrorRetriesMembersWithoutTheirOwn(t *testing.T) {
 		errOwn := errors.New("bad item")
 		b := NewBatcher(func(_ context.Context, batch []Request[int]) error {
 			if calls.Add(1) == 1 {
-				batch[0].Err = errOwn
+				for i := range batch {
+					if batch[i].Data == 0 {
+						batch[i].Err = errOwn
+					}
+				}
 				return Retry(errFlaky) // the service was down
 			}
 			for i := range batch {
