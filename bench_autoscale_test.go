@@ -1,9 +1,7 @@
 package statepipe
 
 import (
-	"context"
 	"fmt"
-	"runtime"
 	"testing"
 )
 
@@ -51,20 +49,7 @@ func BenchmarkW3PerItemAutoscale(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer p.Close()
-		perItem(b, w3PerItemItems, func() {
-			g := p.NewGroup()
-			go func() {
-				defer g.Close()
-				for range w3PerItemItems {
-					_ = g.Submit(context.Background(), item{})
-				}
-			}()
-			for r := range g.Out() {
-				if r.Err != nil || r.Data.n != 2 {
-					b.Fatalf("bad result %+v", r)
-				}
-			}
-		})
+		perItem(b, w3PerItemItems, func() { submitAndCheckW3(b, p, w3PerItemItems) })
 		b.ReportMetric(float64(w3PerItemItems)*float64(b.N)/b.Elapsed().Seconds(), "items/s")
 		b.ReportMetric(float64(p.Stats().Workers), "workers")
 	}
@@ -76,8 +61,8 @@ func BenchmarkW3PerItemAutoscale(b *testing.B) {
 
 func BenchmarkW2Autoscale(b *testing.B) {
 	burnLoops()
-	b.Run("fixed-default", func(b *testing.B) {
-		p, err := New[item](newW2Machine())
+	run := func(b *testing.B, opts ...Option) {
+		p, err := New[item](newW2Machine(), opts...)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -85,16 +70,7 @@ func BenchmarkW2Autoscale(b *testing.B) {
 		benchStatepipeW1With(b, p, w2Items)
 		reportIdeal(b)
 		b.ReportMetric(float64(p.Stats().Workers), "workers")
-	})
-	b.Run("autoscale-1-64", func(b *testing.B) {
-		p, err := New[item](newW2Machine(), WithAutoscale(1, 64))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer p.Close()
-		benchStatepipeW1With(b, p, w2Items)
-		reportIdeal(b)
-		b.ReportMetric(float64(p.Stats().Workers), "workers")
-		b.ReportMetric(float64(4*runtime.GOMAXPROCS(0)), "default-workers")
-	})
+	}
+	b.Run("fixed-default", func(b *testing.B) { run(b) }) // P x 4 stages
+	b.Run("autoscale-1-64", func(b *testing.B) { run(b, WithAutoscale(1, 64)) })
 }
