@@ -74,11 +74,13 @@ type ScaleStats struct {
 // window has at least scaleMinWindow and enough finished requests to
 // measure throughput, or scaleMaxWindow has passed.
 const (
-	scaleTick      = 10 * time.Millisecond
-	scaleIdleTick  = 100 * time.Millisecond // with nothing inside and min workers
-	scaleMinWindow = 50 * time.Millisecond
-	scaleMaxWindow = 500 * time.Millisecond
-	scaleMinDone   = 32 // requests finished in a window, to trust its throughput
+	scaleTick       = 10 * time.Millisecond
+	scaleIdleTick   = 100 * time.Millisecond // with nothing inside and min workers
+	scaleMinWindow  = 50 * time.Millisecond
+	scaleMaxWindow  = 500 * time.Millisecond
+	scaleMinDone    = 32 // requests finished in a window, to trust its throughput
+	scaleFewDone    = 4  // fewer than this after scaleMaxWindow: wait longer, up to scaleLongWindow
+	scaleLongWindow = 10 * time.Second
 
 	// scaleHold is how long a count found too many is not tried again.
 	scaleHold = time.Second
@@ -111,13 +113,17 @@ type scaler[T any] struct {
 	ceiling   int
 	heldUntil time.Time
 
+	// target is the count set last. The workers running are target, plus
+	// those told to leave (a token in retire, or taken and not yet gone).
+	target int
+
 	mu    sync.Mutex // guards stats
 	stats ScaleStats
 }
 
 func newScaler[T any](p *Pipelines[T], min, max int) *scaler[T] {
 	return &scaler[T]{p: p, min: min, max: max, retire: make(chan struct{}, max), quit: make(chan struct{}),
-		stats: ScaleStats{Min: min, Max: max}}
+		target: min, stats: ScaleStats{Min: min, Max: max}}
 }
 
 // run samples and decides until Close.
@@ -138,16 +144,12 @@ func (s *scaler[T]) run() {
 			s.begin(now)
 		}
 		tick := scaleTick
-		if s.p.inside() == 0 && s.workers() == s.min && !s.probing {
+		if s.p.inside() == 0 && s.target == s.min && !s.probing {
 			tick = scaleIdleTick // nothing to decide: wake less
 		}
 		timer.Reset(tick)
 	}
 }
-
-// workers returns the count the controller aims at: those running, less
-// those told to leave that have not yet.
-func (s *scaler[T]) workers() int { return int(s.p.nworkers.Load()) - len(s.retire) }
 
 func (s *scaler[T]) begin(now time.Time) {
 	s.start, s.released = now, s.p.released.Load()
@@ -164,28 +166,32 @@ func (s *scaler[T]) sample() {
 }
 
 // windowDone reports whether the window has lasted long enough to decide
-// on: a step up needs the throughput of enough finished requests; a step
-// down needs none, only a window in which nothing waited.
+// on: a step up needs the throughput of enough finished requests, which
+// stages that take seconds give only over longer windows; a step down
+// needs none, only a window in which nothing waited.
 func (s *scaler[T]) windowDone(now time.Time) bool {
 	d := now.Sub(s.start)
 	if d < scaleMinWindow {
 		return false
 	}
-	return d >= scaleMaxWindow || s.p.released.Load()-s.released >= scaleMinDone || !s.probing && s.waited == 0
+	done := s.p.released.Load() - s.released
+	return done >= scaleMinDone || d >= scaleMaxWindow && done >= scaleFewDone || d >= scaleLongWindow ||
+		!s.probing && s.waited == 0
 }
 
 // decide looks at the window just ended and changes the count if it
 // should.
 func (s *scaler[T]) decide(now time.Time) {
-	n := s.workers()
-	throughput := float64(s.p.released.Load()-s.released) / now.Sub(s.start).Seconds()
+	n := s.target
+	done := s.p.released.Load() - s.released
+	throughput := float64(done) / now.Sub(s.start).Seconds()
 	waited := s.waited*2 >= s.samples // requests waited most of the window
 	idle := float64(s.idleSum) / float64(s.samples)
 
 	if s.probing {
 		s.probing = false
 		want := s.before * (1 + scaleGain*(float64(n)/float64(s.from)-1))
-		if s.before > 0 && throughput < want {
+		if done < scaleFewDone || throughput < want {
 			// More workers, no more work done: go back, and do not try
 			// this count again for a while.
 			s.ceiling, s.heldUntil = n, now.Add(scaleHold)
@@ -194,7 +200,9 @@ func (s *scaler[T]) decide(now time.Time) {
 		}
 	}
 	switch {
-	case waited && n < s.max && !now.Before(s.heldUntil):
+	case waited && n < s.max && !now.Before(s.heldUntil) && done >= scaleFewDone:
+		// (With fewer finished, the throughput to beat is not known: no
+		// step up on no data.)
 		to := min(s.max, 2*n)
 		if s.ceiling > n {
 			to = n + max(1, (s.ceiling-n)/2) // between what works and what did not
@@ -218,26 +226,31 @@ func (s *scaler[T]) decide(now time.Time) {
 
 // set moves the count to n.
 func (s *scaler[T]) set(n int, why ScaleReason, now time.Time) {
-	cur := s.workers()
+	cur := s.target
 	switch {
 	case n > cur:
 		// Take back tokens not yet taken before starting new workers.
-		for ; n > cur && len(s.retire) > 0; cur++ {
+		add := n - cur
+	reclaim:
+		for add > 0 {
 			select {
 			case <-s.retire:
+				add--
 			default:
+				break reclaim
 			}
 		}
-		if n > cur {
-			s.p.addWorkers(n - cur)
+		if add > 0 {
+			s.p.addWorkers(add)
 		}
 	case n < cur:
 		for range cur - n {
-			s.retire <- struct{}{} // never blocks: at most max tokens
+			s.retire <- struct{}{} // never blocks: fewer tokens than workers, at most max
 		}
 	default:
 		return
 	}
+	s.target = n
 	s.mu.Lock()
 	s.stats.Changes[why]++
 	s.stats.Last, s.stats.LastAt, s.stats.Ceiling = why, now, s.ceiling

@@ -262,3 +262,108 @@ func TestAutoscaleSettlesUnderASteadyLoad(t *testing.T) {
 		}
 	})
 }
+
+// waitM waits 1ms in Start, as on a network call; data -1 parks in bulk
+// instead, to go on at After.
+type waitM struct {
+	bulk  *Batcher[int]
+	after Stage[int]
+}
+
+func newWaitM(bulk *Batcher[int]) *waitM {
+	m := &waitM{bulk: bulk}
+	m.after = m.After
+	return m
+}
+
+func (m *waitM) Start(r Request[int]) Request[int] {
+	if r.Data < 0 {
+		r.Next = m.after
+		return m.bulk.Add(r)
+	}
+	time.Sleep(time.Millisecond)
+	return r
+}
+func (m *waitM) After(r Request[int]) Request[int] { return r }
+func (m *waitM) Close()                            {}
+
+// growTo loads p through g until autoscaling reaches n workers, then
+// stops the load and receives what it submitted.
+func growTo(t *testing.T, p *Pipelines[int], g *Group[int], n int32) {
+	t.Helper()
+	sent := 0
+	for deadline := time.Now().Add(20 * time.Second); p.nworkers.Load() < n; sent++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("autoscaling reached %d workers, want %d", p.nworkers.Load(), n)
+		}
+		mustSubmit(t, g, context.Background(), sent)
+		if sent >= 64 {
+			<-g.Out() // keep 64 inside
+		}
+	}
+	for range min(sent, 64) {
+		<-g.Out()
+	}
+}
+
+// Regression: the controller counted a worker that had taken its leave
+// token but not yet left as one to keep, and let one too many go: held off
+// the engine's lock (which Stats takes too), workers left below min.
+func TestAutoscaleNeverGoesBelowMin(t *testing.T) {
+	p := mustNew[int](t, newWaitM(nil), WithAutoscale(2, 8))
+	defer p.Close()
+	g := p.NewGroup()
+	growTo(t, p, g, 8)
+	p.mu.Lock()                        // the leaving workers wait here, as they may behind a Stats
+	time.Sleep(600 * time.Millisecond) // several decisions to shrink
+	p.mu.Unlock()
+	time.Sleep(300 * time.Millisecond)
+	if s := p.Stats(); s.Workers < 2 {
+		t.Errorf("%d workers, below min 2", s.Workers)
+	}
+}
+
+// Regression: a worker leaving last, after the others had gone to wait,
+// made the engine idle without telling the batchers, so a lone parked
+// request waited for its batch's MaxWait (an hour here: the test would
+// time out) instead of flushing.
+func TestLeavingWorkerTellsBatchersTheEngineIsIdle(t *testing.T) {
+	bulk := NewBatcher(markFlush, MaxWait(time.Hour))
+	p := mustNew[int](t, newWaitM(bulk), WithAutoscale(1, 4))
+	defer p.Close()
+	g := p.NewGroup()
+	mustSubmit(t, g, context.Background(), -1) // binds the batcher, which takes p.mu
+	<-g.Out()
+	growTo(t, p, g, 4)
+	p.mu.Lock()                        // workers told to leave wait here
+	time.Sleep(300 * time.Millisecond) // decisions to shrink
+	mustSubmit(t, g, context.Background(), -2)
+	time.Sleep(20 * time.Millisecond) // parked; the other workers wait
+	p.mu.Unlock()
+	select {
+	case r := <-g.Out():
+		if r.Data != -2+100 {
+			t.Errorf("result %d, want -2 flushed", r.Data)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the parked request did not flush when the engine went idle")
+	}
+}
+
+// Regression: a window in which no request finished measured a throughput
+// of 0, which any step up "raised": stages slower than the window (here
+// serialised on one resource, 2s each) grew toward max.
+func TestAutoscaleDoesNotGrowOnNoData(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := &ioM{wait: 2 * time.Second, cores: make(chan struct{}, 1)}
+		p := mustNew[int](t, m, WithAutoscale(1, 64), WithMaxInFlight(256))
+		g := p.NewGroup()
+		go submitNThenClose(t, g, 40)
+		time.Sleep(30 * time.Second)
+		if s := p.Stats(); s.Workers > 4 {
+			t.Errorf("%d workers for stages that run one at a time: %+v", s.Workers, s.Scaling)
+		}
+		drainWithin(t, g, 1000*time.Hour)
+		p.Close()
+	})
+}

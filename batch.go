@@ -244,23 +244,39 @@ func (b *Batcher[T]) rejoin(rec *record[T]) {
 	if err := b.tryRejoin(rec); err != nil {
 		rec.req.Err = err
 		b.p.resume(rec) // with Err set, the worker sends it out
+		return
 	}
+	// No worker will go to wait after this: if the engine is idle, the
+	// batch is due now, not at its linger deadline.
+	b.p.tellIfIdle()
 }
 
 func (b *Batcher[T]) tryRejoin(rec *record[T]) (err error) {
+	returned := false
 	defer func() {
-		if v := recover(); v != nil {
+		switch v := recover(); {
+		case v != nil:
 			err = b.p.panicked(b.cfg.name+" key", v)
+		case !returned:
+			// runtime.Goexit: this goroutine is going, but the request
+			// must not go with it.
+			rec.req.Err = b.p.panicked(b.cfg.name+" key", errGoexit)
+			b.p.resume(rec)
 		}
 	}()
 	size := 0
 	if b.size != nil {
 		size = b.size(rec.req.Data)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.join(rec, b.index.get(rec.req.Data, b), size)
+	b.joinLocked(rec, size)
+	returned = true
 	return nil
+}
+
+func (b *Batcher[T]) joinLocked(rec *record[T], size int) {
+	b.mu.Lock()
+	defer b.mu.Unlock() // also if the key function panics
+	b.join(rec, b.index.get(rec.req.Data, b), size)
 }
 
 // newBatch returns an empty batch for the index to open, reused from an

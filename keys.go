@@ -26,6 +26,11 @@ import (
 // must not block. A panic in it fails that request with a [*PanicError]
 // (Stage "key"). A failed request does not stop its key: the requests
 // after it run as usual, unless [WithKeyFailFast] is set.
+//
+// The in-flight bound ([WithMaxInFlight]) counts waiting requests too: a
+// hot key with more requests inside than the bound holds every place,
+// and Submits of other keys wait for room. Give hot keys a group of their
+// own with a bound ([MaxInFlight]) to keep them from that.
 func WithKey[T any, K comparable](key func(T) K) Option {
 	return optionFunc(func(c *config) {
 		switch {
@@ -40,9 +45,9 @@ func WithKey[T any, K comparable](key func(T) K) Option {
 
 // WithKeyFailFast makes a failure stop its key's waiting requests: when a
 // request with a key fails, the requests waiting for that key at that
-// moment come out without running, one after another, with an error that
-// matches [ErrKeyFailed] and wraps the failure. A request submitted once
-// none wait runs as usual. It needs [WithKey].
+// moment come out without running, in turn, with an error that matches
+// [ErrKeyFailed] and wraps the failure. Requests submitted after the
+// failure run as usual. It needs [WithKey].
 func WithKeyFailFast() Option {
 	return optionFunc(func(c *config) { c.keyFailFast = true })
 }
@@ -68,14 +73,22 @@ type keyLine[T any] interface {
 	leave(err error) *record[T]
 }
 
-// keyTurn is a request's place in its key's line while it waits; it is
-// read and written under its shard's lock only.
+// keyTurn is a request's place in its key's line while it waits. Its
+// fields are read and written under its shard's lock, but for ticket: a
+// watcher that fired late holds another shard's lock, perhaps, while the
+// record waits in a new line; it reads ticket alone, atomically, and only
+// a match (tickets are unique in the table) tells it the record still
+// waits in its shard, whose lock then guards the rest.
 type keyTurn[T any] struct {
 	prev, next *record[T]
-	since      int64  // clock reading when it began to wait
-	ticket     uint64 // tells this wait from the record's later ones
-	waiting    bool
-	stop       func() bool // stops the watcher of its context; nil if none
+	since      int64         // clock reading when it began to wait
+	ticket     atomic.Uint64 // this wait's; 0 while it does not wait
+	stop       func() bool   // stops the watcher of its context; nil if none
+
+	// With WithKeyFailFast: the request before it failed with cause, so
+	// it will come out without running.
+	doomed bool
+	cause  error
 }
 
 // KeyStats describe the keys of a Pipelines with [WithKey].
@@ -114,10 +127,11 @@ type keyShard[T any, K comparable] struct {
 // line is the requests inside with one key: the one holding it (not
 // listed) and those waiting, oldest first.
 type line[T any, K comparable] struct {
-	t           *keyTable[T, K]
+	t           *keyTable[T, K] // t and shard never change
 	shard       *keyShard[T, K]
 	k           K
 	first, last *record[T]
+	doomedHolds bool // the holder is one WithKeyFailFast doomed: its failure dooms no one
 }
 
 func newKeyTable[T any, K comparable](p *Pipelines[T], key func(T) K) *keyTable[T, K] {
@@ -146,7 +160,9 @@ func (t *keyTable[T, K]) enter(rec *record[T]) bool {
 	}
 	rec.line = ln
 	turn := &rec.turn
-	turn.since, turn.ticket, turn.waiting = clock(), t.tickets.Add(1), true
+	ticket := t.tickets.Add(1)
+	turn.since, turn.doomed, turn.cause = clock(), false, nil
+	turn.ticket.Store(ticket)
 	turn.prev, turn.next = ln.last, nil
 	if ln.last != nil {
 		ln.last.turn.next = rec
@@ -159,7 +175,6 @@ func (t *keyTable[T, K]) enter(rec *record[T]) bool {
 	// so it finds the request in place; while the request waits, its
 	// line is alive (held), so ln is still its line then.
 	if ctx := rec.req.Ctx; ctx.Done() != nil {
-		ticket := turn.ticket
 		t.watches.Add(1)
 		turn.stop = context.AfterFunc(ctx, func() {
 			defer t.watches.Done()
@@ -192,11 +207,17 @@ func (sh *keyShard[T, K]) newLine(t *keyTable[T, K], k K) *line[T, K] {
 func (ln *line[T, K]) leave(err error) *record[T] {
 	sh := ln.shard
 	sh.mu.Lock()
+	if err != nil && ln.t.failFast && !ln.doomedHolds {
+		// Those waiting now will not run; those who come later will.
+		for r := ln.first; r != nil; r = r.turn.next {
+			r.turn.doomed, r.turn.cause = true, err
+		}
+	}
 	next := ln.first
 	if next == nil {
 		delete(sh.lines, ln.k)
-		var zero K
-		ln.k = zero
+		var zero K // t and shard never change: a late watcher reads them unlocked
+		ln.k, ln.first, ln.last, ln.doomedHolds = zero, nil, nil, false
 		if len(sh.spare) < maxSpareLines {
 			sh.spare = append(sh.spare, ln)
 		}
@@ -204,16 +225,17 @@ func (ln *line[T, K]) leave(err error) *record[T] {
 		return nil
 	}
 	ln.unlink(next)
-	stop := next.turn.stop
-	next.turn.stop = nil
+	stop, doomed, cause := next.turn.stop, next.turn.doomed, next.turn.cause
+	next.turn.stop, next.turn.cause = nil, nil
+	ln.doomedHolds = doomed
 	sh.mu.Unlock()
 	if stop != nil && stop() {
 		ln.t.watches.Done() // the watcher will never run
 	}
 	// A watcher that fired late finds the request running and leaves it:
 	// the worker sees the context's end.
-	if err != nil && ln.t.failFast {
-		next.req.Err = fmt.Errorf("%w: %w", ErrKeyFailed, err)
+	if doomed {
+		next.req.Err = fmt.Errorf("%w: %w", ErrKeyFailed, cause)
 	}
 	return next
 }
@@ -231,7 +253,8 @@ func (ln *line[T, K]) unlink(rec *record[T]) {
 	} else {
 		ln.last = turn.prev
 	}
-	turn.prev, turn.next, turn.waiting = nil, nil, false
+	turn.prev, turn.next = nil, nil
+	turn.ticket.Store(0)
 	ln.t.nWaiting.Add(-1)
 }
 
@@ -240,12 +263,12 @@ func (ln *line[T, K]) unlink(rec *record[T]) {
 func (t *keyTable[T, K]) cancel(ln *line[T, K], rec *record[T], ticket uint64) {
 	sh := ln.shard
 	sh.mu.Lock()
-	if !rec.turn.waiting || rec.turn.ticket != ticket {
+	if rec.turn.ticket.Load() != ticket {
 		sh.mu.Unlock()
-		return
+		return // its turn came, or the record serves another request now
 	}
 	ln.unlink(rec)
-	rec.turn.stop = nil
+	rec.turn.stop, rec.turn.cause = nil, nil
 	sh.mu.Unlock()
 	rec.line = nil // it never held the key
 	rec.req.Err = rec.req.Ctx.Err()

@@ -443,3 +443,78 @@ func keysMixedLoad(t *testing.T, seed uint64) {
 		t.Errorf("after Close: %+v, %d in flight, %d retrying", s.Keys, s.InFlight, s.Retrying)
 	}
 }
+
+// Regression: a waiter's context watcher that fires as the key's holder
+// hands it the turn used to read the record's turn fields under its old
+// shard's lock, while the record, recycled, waited in another shard's line
+// (a data race the race detector reports). Many keys whose waiters are
+// cancelled just as their holders leave make that interleaving common.
+func TestKeyWatcherFiringLateLeavesARecycledRecordAlone(t *testing.T) {
+	m := newKeyM()
+	p := mustNew[keyJob](t, m, WithKey(jobKey), m.done(), WithWorkers(4))
+	defer p.Close()
+	g := p.NewGroup()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		drain(g)
+	}()
+	const keys, rounds = 32, 100
+	for round := range rounds {
+		gates := make([]chan struct{}, keys)
+		cancels := make([]context.CancelFunc, keys)
+		for k := range keys {
+			key := round*keys + k
+			gates[k] = make(chan struct{})
+			mustSubmit(t, g, context.Background(), keyJob{Key: key, Gate: gates[k]})
+			ctx, cancel := context.WithCancel(context.Background())
+			cancels[k] = cancel
+			mustSubmit(t, g, ctx, keyJob{Key: key, Seq: 1})
+		}
+		var wg sync.WaitGroup
+		for k := range keys {
+			wg.Go(func() { cancels[k]() })
+			close(gates[k])
+		}
+		wg.Wait()
+	}
+	g.Close()
+	<-done
+	for _, b := range m.problems() {
+		t.Error(b)
+	}
+}
+
+// Regression: a request failed by WithKeyFailFast used to doom the ones
+// after it in turn, so the failure spread to requests submitted after it
+// (and nested its error once per request).
+func TestKeyFailFastSparesRequestsSubmittedAfterTheFailure(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m := newKeyM()
+		p := mustNew[keyJob](t, m, WithKey(jobKey), WithKeyFailFast(), WithWorkers(1))
+		g := p.NewGroup()
+		gateA, gateC := make(chan struct{}), make(chan struct{})
+		mustSubmit(t, g, context.Background(), keyJob{Key: 1, Seq: 0, Gate: gateA, Fail: true})
+		mustSubmit(t, g, context.Background(), keyJob{Key: 1, Seq: 1}) // doomed by the first
+		mustSubmit(t, g, context.Background(), keyJob{Key: 2, Seq: 0, Gate: gateC})
+		close(gateA)
+		if r := <-g.Out(); r.Err == nil {
+			t.Fatalf("first request: %+v, want its failure", r)
+		}
+		synctest.Wait() // seq 1 holds key 1 now, queued behind key 2 on the one worker
+		mustSubmit(t, g, context.Background(), keyJob{Key: 1, Seq: 2})
+		close(gateC)
+		g.Close()
+		for _, r := range drainWithin(t, g, time.Hour) {
+			switch {
+			case r.Data.Key == 1 && r.Data.Seq == 1:
+				if !errors.Is(r.Err, ErrKeyFailed) || strings.Count(r.Err.Error(), ErrKeyFailed.Error()) != 1 {
+					t.Errorf("the doomed request: %v, want ErrKeyFailed once", r.Err)
+				}
+			case r.Err != nil:
+				t.Errorf("key %d seq %d: %v, want it to run", r.Data.Key, r.Data.Seq, r.Err)
+			}
+		}
+		p.Close()
+	})
+}

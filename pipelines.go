@@ -159,10 +159,10 @@ func (p *Pipelines[T]) addWorkers(n int) {
 }
 
 // removeWorker takes a worker that is leaving (autoscaling) off the list,
-// and keeps what it counted: the lock order is that of collect.
+// and keeps what it counted: the lock order is that of collect. The
+// engine may be idle once it is gone, with no worker left to notice.
 func (p *Pipelines[T]) removeWorker(w *worker[T]) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	old := *p.workers.Load()
 	ws := make([]*worker[T], 0, len(old))
 	for _, o := range old {
@@ -179,6 +179,8 @@ func (p *Pipelines[T]) removeWorker(w *worker[T]) {
 	w.stats.pub.reset()
 	w.stats.mu.Unlock()
 	p.nworkers.Add(-1)
+	p.mu.Unlock()
+	p.tellIfIdle() // outside p.mu: a batcher's engineIdle takes its own lock, which bind holds before p.mu
 }
 
 // goEngine starts f on a goroutine of the engine, which Close joins.

@@ -107,6 +107,7 @@ type retries[T any] struct {
 	p       *Pipelines[T]
 	mu      sync.Mutex
 	heap    []*record[T]
+	due     []resumption[T] // taken off the heap, being resumed; the goroutine's own
 	tickets uint64
 	started bool
 	waiting atomic.Int64  // requests in heap
@@ -213,22 +214,33 @@ func (rs *retries[T]) cancel(rec *record[T], ticket uint64) {
 	rs.p.resume(rec) // with Err set, the worker sends it out
 }
 
-// run resumes requests as their waits end, until Close.
+// run resumes requests as their waits end, until Close. Rejoining a
+// batcher calls its key and size functions: one that calls runtime.Goexit
+// takes this goroutine with it, and a new one takes over.
 func (rs *retries[T]) run() {
+	returned := false
+	defer func() {
+		if !returned {
+			rs.p.goEngine(rs.run)
+		}
+	}()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var due []resumption[T]
 	for {
-		wait := rs.takeDue(&due)
-		for i, d := range due {
+		wait := rs.takeDue()
+		// One at a time off the front: a successor that takes over after
+		// a Goexit goes on with the rest.
+		for len(rs.due) > 0 {
+			d := rs.due[0]
+			rs.due[0] = resumption[T]{}
+			rs.due = rs.due[1:]
 			if d.rejoin != nil {
 				d.rejoin.rejoin(d.rec)
 			} else {
 				rs.p.resume(d.rec)
 			}
-			due[i] = resumption[T]{}
 		}
-		due = due[:0]
+		rs.due = rs.due[:0:cap(rs.due)]
 		if wait > 0 {
 			timer.Reset(time.Duration(wait))
 		}
@@ -236,6 +248,7 @@ func (rs *retries[T]) run() {
 		case <-rs.wake:
 		case <-timer.C:
 		case <-rs.quit:
+			returned = true
 			return
 		}
 		timer.Stop()
@@ -249,9 +262,9 @@ type resumption[T any] struct {
 	rejoin *Batcher[T]
 }
 
-// takeDue moves the requests whose wait is over from the heap to due, and
-// returns how long until the next one's is (0: none waits).
-func (rs *retries[T]) takeDue(due *[]resumption[T]) int64 {
+// takeDue moves the requests whose wait is over from the heap to rs.due,
+// and returns how long until the next one's is (0: none waits).
+func (rs *retries[T]) takeDue() int64 {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	now := clock()
@@ -266,7 +279,7 @@ func (rs *retries[T]) takeDue(due *[]resumption[T]) int64 {
 		}
 		// A watcher that fired finds the request resumed and leaves it:
 		// the worker sees the context's end.
-		*due = append(*due, resumption[T]{rec, rec.waiting.rejoin})
+		rs.due = append(rs.due, resumption[T]{rec, rec.waiting.rejoin})
 		rec.waiting = retryWait[T]{}
 	}
 	return 0

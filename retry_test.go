@@ -599,3 +599,26 @@ func TestRetryAllocatesNothingPerAttempt(t *testing.T) {
 		t.Errorf("%.2f allocations per request without retries, %.2f with 3: %.3f per attempt, want 0", base, retried, perAttempt)
 	}
 }
+
+// Regression: a flush member rejoining its batcher after a backoff, on an
+// engine with nothing else to do, used to wait for the batch's MaxWait:
+// no worker went to wait after it to tell the batcher the engine was idle.
+func TestRejoinedMemberFlushesAtOnceOnAnIdleEngine(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var calls atomic.Int64
+		b := NewBatcher(func(_ context.Context, batch []Request[int]) error {
+			if calls.Add(1) == 1 {
+				return Retry(errFlaky)
+			}
+			return nil
+		}, MaxWait(time.Hour))
+		m := newHookM(b, parkThenAfter)
+		p := mustNew[int](t, m, WithWorkers(2), WithRetry(Backoff{Initial: 10 * time.Millisecond}))
+		t0 := time.Now()
+		out := p.Do(context.Background(), 1)
+		p.Close()
+		if out[0].Err != nil || time.Since(t0) != 10*time.Millisecond {
+			t.Errorf("result %v after %v: want success after the 10ms backoff", out[0].Err, time.Since(t0))
+		}
+	})
+}
