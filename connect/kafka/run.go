@@ -248,10 +248,20 @@ func (r *run[T]) poll() {
 			if fp.HighWatermark >= 0 {
 				p.hwm = fp.HighWatermark
 			}
-			for _, rec := range fp.Records {
+			for i, rec := range fp.Records {
+				if r.full(p) && r.sess == nil {
+					// Give the rest back: fetching of p starts again
+					// at rec once it has room.
+					r.pause(p)
+					r.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{p.tp.topic: {p.tp.partition: {Epoch: rec.LeaderEpoch, Offset: rec.Offset}}})
+					r.src.counters.givenBack.Add(uint64(len(fp.Records) - i))
+					break
+				}
 				r.hold(p, rec)
 			}
-			r.pauseIfFull(p)
+			if r.full(p) {
+				r.pause(p)
+			}
 		})
 		r.mu.Unlock()
 		r.cl.AllowRebalance()
@@ -328,10 +338,14 @@ func (r *run[T]) enqueue(d *delivery) {
 	wake(r.wakeSubmit)
 }
 
-// pauseIfFull pauses fetching of p while it holds its limit. Called with
-// r.mu held.
-func (r *run[T]) pauseIfFull(p *partition) {
-	if p.paused || (p.unfinished < r.c.partitionLimit && len(p.held) < windowFactor*r.c.partitionLimit) {
+// full reports whether p holds its limit. Called with r.mu held.
+func (r *run[T]) full(p *partition) bool {
+	return p.unfinished >= r.c.partitionLimit || len(p.held) >= windowFactor*r.c.partitionLimit
+}
+
+// pause pauses fetching of p. Called with r.mu held.
+func (r *run[T]) pause(p *partition) {
+	if p.paused {
 		return
 	}
 	p.paused = true

@@ -18,6 +18,7 @@ type Stats struct {
 	Revoked      uint64 // partitions taken away in a rebalance
 	Lost         uint64 // partitions lost with the member's place in the group
 	Paused       uint64 // times fetching of a full partition paused
+	GivenBack    uint64 // polled records of full partitions handed back to the client, to be fetched again
 	Transactions uint64 // transactions committed (TransactionalID)
 	Aborted      uint64 // transactions aborted, whose records run again
 }
@@ -48,6 +49,7 @@ func (s *Source[T]) Stats() Stats {
 		Revoked:      c.revoked.Load(),
 		Lost:         c.lost.Load(),
 		Paused:       c.paused.Load(),
+		GivenBack:    c.givenBack.Load(),
 		Transactions: c.transactions.Load(),
 		Aborted:      c.aborted.Load(),
 	}
@@ -87,5 +89,5 @@ var _ connect.Reporter = (*Source[int])(nil)
 type counters struct {
 	fetched, done, retried, deadLettered, decodeFailed, released, published atomic.Uint64
 	committed, commitFailed, assigned, revoked, lost, paused                atomic.Uint64
-	transactions, aborted                                                   atomic.Uint64
+	transactions, aborted, givenBack                                        atomic.Uint64
 }
