@@ -13,6 +13,7 @@ import (
 	"github.com/statepipe/statepipe"
 	spk "github.com/statepipe/statepipe/connect/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -125,29 +126,7 @@ func readTopic(t testing.TB, addrs []string, adm *kadm.Client, topic string) []*
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// The admin client's metadata may still say the topic does not
-	// exist, from before it was created: ask again.
-	var ends kadm.ListedOffsets
-	for {
-		var err error
-		ends, err = adm.ListEndOffsets(ctx, topic)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ends.Error() == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("end offsets of %s: %v", topic, ends.Error())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	left := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			left[o.Partition] = o.Offset
-		}
-	})
+	left := endOffsets(t, adm, topic)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxWait(100*time.Millisecond))
@@ -216,30 +195,50 @@ func wantEveryResult(t testing.TB, got []Job, want []string, max int) map[string
 	return n
 }
 
-// lag is the group's lag on the jobs topic, from the brokers, and -1
-// if some partition has no commit.
+// lag is the group's lag on the jobs topic, from the brokers: the
+// records after each partition's committed offset; -1 while some
+// partition with records has no commit.
 func lag(t testing.TB, adm *kadm.Client) int64 {
+	t.Helper()
+	commits := committed(t, adm)
+	var total int64
+	for p, end := range endOffsets(t, adm, jobsTopic) {
+		at, ok := commits[p]
+		if !ok {
+			return -1
+		}
+		total += end - at
+	}
+	return total
+}
+
+// endOffsets returns the end offsets of topic's partitions that have
+// records.
+func endOffsets(t testing.TB, adm *kadm.Client, topic string) map[int32]int64 {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	lags, err := adm.Lag(ctx, group)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl := lags[group]
-	if err := gl.Error(); err != nil {
-		t.Fatal(err)
-	}
-	var total int64
-	for _, ps := range gl.Lag {
-		for _, l := range ps {
-			if l.Commit.At < 0 {
-				return -1
-			}
-			total += l.Lag
+	// The admin client's metadata may still say the topic does not
+	// exist, from before it was created: ask again.
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err != nil {
+			t.Fatal(err)
 		}
+		if ends.Error() == nil {
+			out := map[int32]int64{}
+			ends.Each(func(o kadm.ListedOffset) {
+				if o.Offset > 0 {
+					out[o.Partition] = o.Offset
+				}
+			})
+			return out
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("end offsets of %s: %v", topic, ends.Error())
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return total
 }
 
 // committed returns the group's committed offsets on the jobs topic.
@@ -248,7 +247,9 @@ func committed(t testing.TB, adm *kadm.Client) map[int32]int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	os, err := adm.FetchOffsets(ctx, group)
-	if err != nil {
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return nil // no member has joined yet
+	} else if err != nil {
 		t.Fatal(err)
 	}
 	out := map[int32]int64{}
