@@ -12,8 +12,11 @@ import (
 // The workloads are those of shared/bench/WORKLOADS.md; every one runs the
 // hand-written baselines in the same run so that ratios can be read off.
 
-// item is the W1 payload: each stage adds one to n.
-type item struct{ n int }
+// item is the W1 payload: each stage adds one to n. key is for the keyed
+// variant (WithKey), which gives 1,000 keys round-robin.
+type item struct{ n, key int }
+
+func itemKey(it item) int { return it.key }
 
 func addOne(it item) item { it.n++; return it }
 
@@ -77,6 +80,15 @@ func BenchmarkW1(b *testing.B) {
 		defer p.Close()
 		benchStatepipeW1With(b, p, w1Items)
 	})
+	b.Run("statepipe-keyed", func(b *testing.B) {
+		// 1,000 keys: each request waits for the one before it with its key.
+		p, err := New[item](newW1Machine(), WithKey(itemKey))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.Close()
+		benchStatepipeW1With(b, p, w1Items)
+	})
 	b.Run("limit", func(b *testing.B) { perItem(b, w1Items, func() { limitPipeline(w1Items, stages) }) })
 	b.Run("limit-sm", func(b *testing.B) { perItem(b, w1Items, func() { limitStateMachine(w1Items, newW1Machine()) }) })
 	b.Run("classic", func(b *testing.B) { perItem(b, w1Items, func() { classicPipeline(w1Items, stages) }) })
@@ -96,8 +108,8 @@ func benchStatepipeW1With(b *testing.B, p *Pipelines[item], items int) {
 		g := p.NewGroup()
 		go func() {
 			ctx := context.Background()
-			for range items {
-				if err := g.Submit(ctx, item{}); err != nil {
+			for i := range items {
+				if err := g.Submit(ctx, item{key: i % 1000}); err != nil {
 					panic(err)
 				}
 			}

@@ -78,6 +78,25 @@
 // of its own and still batches under load; a longer MaxWait makes fuller
 // batches from input that trickles in, at that cost in latency.
 //
+// # Keys and retries
+//
+// [WithKey] orders requests by a key of their data: a request enters Start
+// only once every earlier request with its key has come out, across all
+// groups, while different keys run in parallel. A request waiting for its
+// key's turn holds no worker; it keeps the key while it runs, parks or
+// waits for a retry. A failed request lets its key go on, unless
+// [WithKeyFailFast].
+//
+// A stage that fails with r.Err = [Retry](err) runs again after a backoff
+// ([WithRetry], [Backoff]); [RetryAfter] waits at least what a service
+// asked for, and [Request.Attempt] counts. A waiting request holds no
+// worker and no timer of its own, and leaves at once if its context ends;
+// when the attempts run out it fails with a [*RetryError]. In a flush, a
+// member whose Err is marked rejoins the same Batcher after its backoff
+// (a bulk API's per-item "try again"), and a flush that returns a marked
+// error retries every member without an error of its own. Unmarked errors
+// are never retried.
+//
 // # Observability
 //
 // [Pipelines.Stats] counts requests, per-stage runs and errors with latency
@@ -116,4 +135,10 @@
 // is discarded; see [Group.Out]). Called from a
 // stage, a flush or an observer, where it would wait for itself, it
 // returns [ErrCloseInStage].
+//
+// # Checking code
+//
+// The statepipevet command (module github.com/statepipe/statepipe/analysis)
+// finds the pitfalls above before they run: go vet
+// -vettool=$(which statepipevet) ./...
 package statepipe

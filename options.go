@@ -27,6 +27,11 @@ type config struct {
 	middleware  any // []Middleware[T], checked against T in validate
 	logger      *slog.Logger
 	observer    Observer
+	keys        any // func(*Pipelines[T]) keyer[T], checked against T in validate
+	keyFailFast bool
+	backoff     *Backoff
+	scaleMin    int // WithAutoscale; scaleMax 0: off
+	scaleMax    int
 	problems    []string // recorded by options, reported by validate
 }
 
@@ -164,6 +169,12 @@ func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []M
 	if c.pipelines != 0 && c.workers != 0 {
 		c.problems = append(c.problems, "WithPipelines and WithWorkers both set; choose one")
 	}
+	if c.scaleMax != 0 && c.workers != 0 {
+		c.problems = append(c.problems, "WithAutoscale and WithWorkers both set; choose one")
+	}
+	if c.scaleMax != 0 && c.pipelines != 0 {
+		c.problems = append(c.problems, "WithAutoscale and WithPipelines both set; choose one")
+	}
 	var mws []Middleware[T]
 	if c.middleware != nil {
 		var ok bool
@@ -171,11 +182,23 @@ func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []M
 			c.problems = append(c.problems, "WithMiddleware: middleware is for a different data type than the machine")
 		}
 	}
+	if _, ok := c.keys.(func(*Pipelines[T]) keyer[T]); c.keys != nil && !ok {
+		c.problems = append(c.problems, "WithKey: key function for a different data type than the machine")
+	}
+	if c.keyFailFast && c.keys == nil {
+		c.problems = append(c.problems, "WithKeyFailFast without WithKey")
+	}
 	if len(c.problems) > 0 {
 		return c, nil, invalid("%s", strings.Join(c.problems, "; "))
 	}
+	if c.backoff == nil {
+		c.backoff = &defaultBackoff
+	}
 	if c.pipelines == 0 {
 		c.pipelines = runtime.GOMAXPROCS(0)
+	}
+	if c.scaleMax != 0 {
+		c.workers = c.scaleMin
 	}
 	if c.workers == 0 {
 		c.workers = c.pipelines * stages

@@ -43,10 +43,14 @@ type Pipelines[T any] struct {
 	drainOnce sync.Once
 	closing   chan struct{} // closed when Close begins; wakes blocked Submits
 
-	workers []*worker[T]
-	idle    atomic.Int32 // workers waiting for a request
-	exited  atomic.Int32 // workers gone after Close
-	wg      sync.WaitGroup
+	// The workers: a copy-on-write list (changed under mu), and their
+	// number. Without autoscaling both stay as New made them.
+	workers  atomic.Pointer[[]*worker[T]]
+	nworkers atomic.Int32
+	idle     atomic.Int32 // workers waiting for a request
+	exited   atomic.Int32 // workers gone after Close
+	scale    *scaler[T]   // with WithAutoscale; nil otherwise
+	wg       sync.WaitGroup
 
 	mu       sync.Mutex
 	groups   groupList[T]  // open groups, closed by Close
@@ -58,6 +62,8 @@ type Pipelines[T any] struct {
 		c  counts
 	}
 	parkers atomic.Pointer[[]parker] // copy on write, read when idle; index i is graph node batchNode(i)
+	retries *retries[T]              // requests waiting out a retry's backoff
+	keys    keyer[T]                 // with WithKey; nil otherwise
 	once    sync.Once
 }
 
@@ -101,7 +107,7 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		log:        cfg.logger,
 		start:      sm.Start,
 		in:         make(chan *record[T], cfg.maxInFlight),
-		queueDepth: queueDepth(cfg.workers),
+		queueDepth: queueDepth(max(cfg.workers, cfg.scaleMax)),
 		room:       newWakeup(),
 		drained:    make(chan struct{}),
 		closing:    make(chan struct{}),
@@ -111,6 +117,10 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		p.obs = safeObserver(cfg.observer, p.log)
 	}
 	p.records.p = p
+	p.retries = newRetries(p)
+	if mk, ok := cfg.keys.(func(*Pipelines[T]) keyer[T]); ok {
+		p.keys = mk(p)
+	}
 	p.stages = newStageIndex(sm, names, codeOf(p.start))
 	p.parkers.Store(new([]parker))
 	p.wg.Add(1)
@@ -118,13 +128,57 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		defer p.wg.Done()
 		p.watch.run()
 	}()
-	p.workers = make([]*worker[T], cfg.workers)
-	for i := range p.workers {
-		p.workers[i] = newWorker(p)
-		p.goEngine(p.workers[i].loop)
+	p.workers.Store(new([]*worker[T]))
+	if cfg.scaleMax > 0 {
+		p.scale = newScaler(p, cfg.workers, cfg.scaleMax) // before the workers, which read it
+	}
+	p.addWorkers(cfg.workers)
+	if p.scale != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.scale.run()
+		}()
 	}
 	p.log.Info("statepipe: started", "stages", names, "workers", cfg.workers, "maxInFlight", cfg.maxInFlight)
 	return p, nil
+}
+
+// addWorkers starts n more workers.
+func (p *Pipelines[T]) addWorkers(n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.workers.Load()
+	ws := append(old[:len(old):len(old)], make([]*worker[T], n)...)
+	for i := len(old); i < len(ws); i++ {
+		ws[i] = newWorker(p)
+		p.nworkers.Add(1)
+		p.goEngine(ws[i].loop)
+	}
+	p.workers.Store(&ws)
+}
+
+// removeWorker takes a worker that is leaving (autoscaling) off the list,
+// and keeps what it counted: the lock order is that of collect.
+func (p *Pipelines[T]) removeWorker(w *worker[T]) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old := *p.workers.Load()
+	ws := make([]*worker[T], 0, len(old))
+	for _, o := range old {
+		if o != w {
+			ws = append(ws, o)
+		}
+	}
+	p.workers.Store(&ws)
+	w.stats.publish()
+	w.stats.mu.Lock()
+	p.outside.mu.Lock()
+	p.outside.c.merge(&w.stats.pub)
+	p.outside.mu.Unlock()
+	w.stats.pub.reset()
+	w.stats.mu.Unlock()
+	p.nworkers.Add(-1)
 }
 
 // goEngine starts f on a goroutine of the engine, which Close joins.
@@ -198,6 +252,9 @@ func (p *Pipelines[T]) Close() error {
 	}
 	p.once.Do(func() {
 		close(p.closing)
+		if p.scale != nil {
+			close(p.scale.quit) // the count stays as it is for the drain
+		}
 		p.closeAdmission()
 
 		p.mu.Lock()
@@ -218,6 +275,10 @@ func (p *Pipelines[T]) Close() error {
 		<-p.drained
 		close(p.in) // nothing can send any more: every request is out
 		close(p.watch.quit)
+		p.retries.close()
+		if p.keys != nil {
+			p.keys.close()
+		}
 		p.wg.Wait()
 		for _, pk := range *p.parkers.Load() {
 			pk.engineClosed()
@@ -256,7 +317,7 @@ func (p *Pipelines[T]) batchName(at node) string {
 
 // idleNow reports whether every worker waits and nothing is queued.
 func (p *Pipelines[T]) idleNow() bool {
-	return int(p.idle.Load()) == len(p.workers) && len(p.in) == 0
+	return p.idle.Load() == p.nworkers.Load() && len(p.in) == 0
 }
 
 // resume hands a parked request back to the workers, which continue it at
@@ -345,11 +406,20 @@ func (p *Pipelines[T]) submitting() bool {
 	if p.room.waiters.Load() > 0 && inside < int64(p.cfg.maxInFlight) {
 		return true
 	}
-	parked := 0
-	for _, pk := range *p.parkers.Load() {
-		parked += pk.parked()
+	return inside > int64(p.parked())
+}
+
+// parked returns how many requests inside wait for something other than a
+// worker: in batchers, for a retry's backoff, or for their key's turn.
+func (p *Pipelines[T]) parked() int {
+	n := int(p.retries.waiting.Load())
+	if p.keys != nil {
+		n += p.keys.waiting()
 	}
-	return inside > int64(parked)
+	for _, pk := range *p.parkers.Load() {
+		n += pk.parked()
+	}
+	return n
 }
 
 // queueDepth is how many requests may wait for a worker before Submit
@@ -404,6 +474,9 @@ func (p *Pipelines[T]) enqueue(g *Group[T], ctx context.Context, data T, id, seq
 	if timed(id) || p.obs != nil {
 		rec.queued = clock() // this one is timed; see Stats
 	}
+	if p.keys != nil && !p.keys.enter(rec) {
+		return // it waits for its key's turn
+	}
 	p.in <- rec // never blocks: in has room for every request inside
 }
 
@@ -418,10 +491,17 @@ func (p *Pipelines[T]) deliver(rec *record[T], r Request[T]) {
 // caller releases its place. r is the request as it leaves: its record is
 // forgotten, its id kept.
 func (p *Pipelines[T]) handOut(rec *record[T], r Request[T]) {
-	g, seq := rec.group, rec.seq
+	g, seq, line := rec.group, rec.seq, rec.line
 	p.records.put(rec)
 	r.rec, r.tag, r.Next = nil, r.tag&^callMask, nil
 	g.put(seq, r)
+	if line != nil {
+		// Out now: the next request with its key may run. It is counted
+		// inside already, so in has room for it.
+		if next := line.leave(r.Err); next != nil {
+			p.in <- next
+		}
+	}
 }
 
 // timingSample is how many requests share one timed request: a clock

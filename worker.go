@@ -43,10 +43,15 @@ func (w *worker[T]) loop() {
 		}
 	}()
 	for {
-		rec, ok := w.receive()
-		if !ok {
+		rec, next := w.receive()
+		switch next {
+		case closedDown:
 			w.stats.publish()
 			w.p.exited.Add(1)
+			closed = true
+			return
+		case retired:
+			w.p.removeWorker(w)
 			closed = true
 			return
 		}
@@ -54,22 +59,45 @@ func (w *worker[T]) loop() {
 	}
 }
 
-// receive returns the next request; ok is false once the input is closed.
-func (w *worker[T]) receive() (rec *record[T], ok bool) {
+// What a worker does after receive.
+const (
+	runIt      = iota // run the request received
+	closedDown        // the input is closed: Close is done with the workers
+	retired           // autoscaling has one worker too many: leave
+)
+
+// receive returns the next request, or why there is none.
+func (w *worker[T]) receive() (*record[T], int) {
 	p := w.p
 	select {
-	case rec, ok = <-p.in:
+	case rec, ok := <-p.in:
 		p.queueShorter()
-		return rec, ok
+		return rec, received(ok)
 	default:
 	}
 	w.stats.publish()
 	p.idle.Add(1)
 	p.tellIfIdle()
-	rec, ok = <-p.in
-	p.idle.Add(-1)
-	p.queueShorter()
-	return rec, ok
+	var retire <-chan struct{} // nil without autoscaling: never ready
+	if p.scale != nil {
+		retire = p.scale.retire
+	}
+	select {
+	case rec, ok := <-p.in:
+		p.idle.Add(-1)
+		p.queueShorter()
+		return rec, received(ok)
+	case <-retire:
+		p.idle.Add(-1)
+		return nil, retired
+	}
+}
+
+func received(ok bool) int {
+	if ok {
+		return runIt
+	}
+	return closedDown
 }
 
 // run carries a request through the machine until it finishes, fails or
@@ -144,15 +172,22 @@ func (w *worker[T]) run(rec *record[T]) {
 		}
 		stage := r.Next
 		sid := p.stages.id(codeOf(stage))
-		if p.cfg.dag {
-			if rec.visited.add(sid) {
-				r.Err = p.cycleError(sid, &rec.trail)
-				break
+		if rec.retry {
+			// The same stage again, after a retry's backoff: not a new
+			// step, so no transition and no cycle.
+			rec.retry = false
+		} else {
+			rec.attempt = 1
+			if p.cfg.dag {
+				if rec.visited.add(sid) {
+					r.Err = p.cycleError(sid, &rec.trail)
+					break
+				}
+				rec.trail.push(sid)
 			}
-			rec.trail.push(sid)
+			w.stats.local.edges.add(rec.from, node(sid), lastTime)
+			rec.from = node(sid)
 		}
-		w.stats.local.edges.add(rec.from, node(sid), lastTime)
-		rec.from = node(sid)
 		r.Next = nil // a stage that sets nothing finishes the request
 		if first {
 			// Later calls get their tag when the previous one returns.
@@ -224,6 +259,16 @@ func (w *worker[T]) run(rec *record[T]) {
 		w.stats.stage(sid, r.Err != nil)
 		if p.obs != nil {
 			w.observeStage(&r, gid, sid, lastTime, r.Err, false, 0)
+		}
+		if r.Err != nil {
+			// A marked error runs the stage again after a backoff.
+			r.Next = stage
+			rec.req = r
+			if p.retries.retry(rec, p.stages.name(sid), nil) {
+				w.stats.local.stage(sid).retries++
+				return
+			}
+			r.Err = rec.req.Err // unchanged, or a *RetryError
 		}
 	}
 	end := nodeDone

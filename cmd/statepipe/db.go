@@ -66,6 +66,7 @@ const maxParams = 32766
 type store struct {
 	db   *sql.DB
 	path string
+	lock *os.File // held until Close: no other demo writes this database meanwhile
 
 	mu      sync.Mutex
 	inserts map[int]string // multi-row INSERT text by row count
@@ -73,6 +74,7 @@ type store struct {
 
 // openStore opens (creating if needed) the SQLite file at path and checks
 // that it is a database the demo may overwrite: empty, or made by the demo.
+// It refuses a database another demo has open (see lockFile).
 func openStore(ctx context.Context, path string) (*store, error) {
 	if strings.ContainsRune(path, '?') {
 		return nil, fmt.Errorf("cannot open database %q: the path must not contain '?'", path)
@@ -83,6 +85,20 @@ func openStore(ctx context.Context, path string) (*store, error) {
 	if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("cannot open database %q: directory %s does not exist", path, filepath.Dir(path))
 	}
+	lock, err := lockFile(path)
+	if err != nil {
+		return nil, err
+	}
+	s, err := open(ctx, path)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+func open(ctx context.Context, path string) (*store, error) {
 	// WAL with synchronous=NORMAL: a crash loses at most the last
 	// transactions, never consistency. Both the demo and the baseline use it.
 	dsn := path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)"
@@ -275,5 +291,5 @@ func (s *store) counts(ctx context.Context) (files, batches int64, err error) {
 // what is left is one self-contained file, and closes it.
 func (s *store) Close() error {
 	_, err := s.db.Exec(`PRAGMA journal_mode = DELETE`)
-	return errors.Join(err, s.db.Close())
+	return errors.Join(err, s.db.Close(), s.lock.Close())
 }

@@ -35,7 +35,13 @@ the files through NATS JetStream (an embedded server, on this machine):
 the workers read, parse and hash; one collector in this process writes
 the rows to SQLite in batches. Kill a worker and its files go to another.
 
-Running it again replaces the previous data (in one transaction). Ctrl-C
+With --serve ADDR, a live dashboard of the run is served on ADDR: the stage
+graph as run, laid out by Graphviz, with counts, rates and latencies, and
+the throughput; it stays up after the run until Ctrl-C. Either way the
+graph is also written as an SVG file next to the database.
+
+Running it again replaces the previous data (in one transaction); a second
+demo on a database that one is writing is refused. Ctrl-C
 stops taking new files and commits those in flight; a second Ctrl-C leaves
 what is not yet written. Either way the database holds whole batches only.
 
@@ -53,6 +59,8 @@ type demoConfig struct {
 	workers    int           // > 0: the distributed mode, with this many worker processes
 	killWorker bool          // with workers: SIGKILL worker 1 a third of the way through
 	tick       time.Duration // between plain progress lines
+	serve      string        // --serve: the dashboard's address
+	dash       *dashServer   // serving the dashboard, with --serve
 
 	afterFlush func(id int64) // tests: called after each committed flush
 }
@@ -78,6 +86,7 @@ func parseDemoFlags(args []string, stdout io.Writer) (demoConfig, error) {
 	fs.BoolVar(&c.baseline, "baseline", false, "also run the same job the naive way (one goroutine,\none autocommit INSERT per row) into a second database,\nand compare")
 	fs.IntVar(&c.workers, "workers", 0, "run the machine in `N` worker processes that share the\nfiles through NATS JetStream; one collector writes SQLite")
 	fs.BoolVar(&c.killWorker, "kill-worker", false, "with --workers: kill worker 1 (SIGKILL) a third of the way\nthrough, to see its files redelivered to the others")
+	fs.StringVar(&c.serve, "serve", "", "serve a live dashboard of the run on `ADDR` (127.0.0.1:8080;\n127.0.0.1:0 picks a free port), and keep serving after\nthe run until Ctrl-C; no authentication: keep it internal")
 	fs.Usage = func() {}
 	pos, err := parseFlags(fs, "demo", args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -103,7 +112,7 @@ func parseDemoFlags(args []string, stdout io.Writer) (demoConfig, error) {
 	case c.db == "":
 		return bad("--db must name a file")
 	case c.workers < 0 || c.workers > maxWorkers:
-		return bad("--workers must be between 1 and %d, got %d", maxWorkers, c.workers)
+		return bad("--workers must be between 1 and %d, or 0 (the default) to run in this process; got %d", maxWorkers, c.workers)
 	case c.killWorker && c.workers < 2:
 		return bad("--kill-worker needs --workers 2 or more")
 	case c.workers > 0 && (c.baseline || c.ordered):
@@ -225,9 +234,21 @@ func walkTree(root string) (*tree, error) {
 	return t, nil
 }
 
-func runDemo(e env, cfg demoConfig) error {
+func runDemo(e env, cfg demoConfig) (err error) {
 	// The progress reporter and the interruption notice share stderr.
 	e.stderr = &lockedWriter{w: e.stderr}
+	if cfg.serve != "" {
+		if cfg.dash, err = startDashboard(cfg.serve, e.stderr); err != nil {
+			return err
+		}
+		defer func() {
+			if !cfg.dash.attached() {
+				err = errors.Join(err, cfg.dash.close()) // the job never started: nothing to show
+				return
+			}
+			err = errors.Join(err, cfg.dash.waitAndClose(e.stop, e.stderr))
+		}()
+	}
 	t, err := walkTree(cfg.src)
 	if err != nil {
 		return err

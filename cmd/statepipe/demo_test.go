@@ -251,6 +251,47 @@ func TestDemoRerunReplaces(t *testing.T) {
 	}
 }
 
+// Regression: two demos on one --db both failed, with "UNIQUE constraint
+// failed" and summaries whose counts exceeded the files; the second is now
+// refused at once and the first is not disturbed.
+func TestDemoSecondRunOnOneDatabaseIsRefused(t *testing.T) {
+	root, paths := writeTree(t, 400)
+	db := filepath.Join(t.TempDir(), "demo.db")
+	cfg, err := parseDemoFlags([]string{"--src", root, "--db", db, "--batch", "50"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var second struct {
+		code           int
+		stdout, stderr string
+	}
+	cfg.afterFlush = func(id int64) {
+		if id == 2 { // the first run is under way: a second one starts
+			e, out, errb := testEnv()
+			second.code = run([]string{"demo", "--src", root, "--db", db}, e)
+			second.stdout, second.stderr = out.String(), errb.String()
+		}
+	}
+	e, out, errb := testEnv()
+	if err := runDemo(e, cfg); err != nil {
+		t.Fatalf("the first run: %v\n%s", err, errb)
+	}
+	if second.code != exitFailed || !strings.Contains(second.stderr, "is in use by another statepipe demo") || second.stdout != "" {
+		t.Errorf("the second run: exit %d, stdout %q, stderr %q", second.code, second.stdout, second.stderr)
+	}
+	if rows := checkConsistent(t, openDB(t, db)); rows != int64(len(paths)) {
+		t.Errorf("%d rows for %d files", rows, len(paths))
+	}
+	if !strings.Contains(out.String(), fmt.Sprintf("%d committed in", len(paths))) {
+		t.Errorf("the first run's summary:\n%s", out)
+	}
+	// Once the first has ended, the database is free again.
+	e, _, errb = testEnv()
+	if code := run([]string{"demo", "--src", root, "--db", db}, e); code != exitOK {
+		t.Errorf("a run after the first: exit %d: %s", code, errb)
+	}
+}
+
 func TestDemoBaseline(t *testing.T) {
 	root, paths := writeTree(t, 40)
 	db := filepath.Join(t.TempDir(), "demo.db")

@@ -129,6 +129,9 @@ func runDistributed(e env, cfg demoConfig, t *tree) error {
 	if err != nil {
 		return err
 	}
+	if cfg.dash != nil {
+		cfg.dash.attach(p, fmt.Sprintf("statepipe demo --workers %d: the collector", cfg.workers))
+	}
 	collector := &spjs.Source[File]{
 		Consumer: results, JetStream: js, Decode: decodeFile, MaxInFlight: inFlight, DeadLetter: deadSubject,
 		FetchWait: 200 * time.Millisecond,
@@ -182,6 +185,11 @@ wait:
 	}
 	tick.Stop()
 	elapsed := time.Since(start)
+	if !interrupted {
+		// Every file is in: the last progress line now, with the time of
+		// the summary, not after the workers have stopped.
+		prog.finishAt(elapsed)
+	}
 	reports := stopWorkers(workers)
 	// The collector stores what the workers published before they stopped.
 	var published uint64

@@ -2,17 +2,29 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
+
+// asCommand, set to 1 in the environment, makes the test binary the
+// statepipe command.
+const asCommand = "STATEPIPE_TEST_AS_COMMAND"
 
 // The distributed demo starts its workers by running this program again
 // (os.Executable) with the hidden worker command; in a test, that program
 // is the test binary, which runs the command instead of the tests.
+//
+// Tests that need the command in a process of its own (under a terminal,
+// or two at once) run the test binary with asCommand set.
 func TestMain(m *testing.M) {
+	if os.Getenv(asCommand) == "1" {
+		os.Exit(command(os.Args[1:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == workerCommandName {
 		ctx := context.Background()
 		os.Exit(run(os.Args[1:], env{stdout: os.Stdout, stderr: os.Stderr, stop: ctx, abort: ctx}))
@@ -56,13 +68,45 @@ func TestDemoWorkers(t *testing.T) {
 	}
 }
 
+// Regression: demo --workers printed "100%" twice, with different rates:
+// a periodic line once every file was in, and the final one after the
+// workers had stopped.
+func TestDemoWorkersOneFinalProgressLine(t *testing.T) {
+	root, paths := writeTree(t, 200)
+	cfg, err := parseDemoFlags([]string{"--workers", "3", "--src", root, "--db", filepath.Join(t.TempDir(), "w.db")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.tick = 5 * time.Millisecond
+	e, out, errb := testEnv()
+	if err := runDemo(e, cfg); err != nil {
+		t.Fatalf("%v\n%s", err, errb)
+	}
+	var full []string
+	for _, l := range strings.Split(errb.String(), "\n") {
+		if strings.Contains(l, "(100%)") {
+			full = append(full, l)
+		}
+	}
+	want := fmt.Sprintf("demo: %d/%d files (100%%), ", len(paths), len(paths))
+	if len(full) != 1 || !strings.HasPrefix(full[0], want) || !strings.Contains(full[0], " in ") {
+		t.Fatalf("want one final 100%% line, got %q", full)
+	}
+	// Its rate is the summary's.
+	rate := strings.TrimSuffix(strings.Fields(strings.TrimPrefix(full[0], want))[0], ",")
+	if !strings.Contains(out.String(), ", "+rate+" files/s (publishing included)") {
+		t.Errorf("progress says %s files/s, the summary:\n%s", rate, out)
+	}
+}
+
 func TestDemoWorkersFlags(t *testing.T) {
 	tests := []struct {
 		args   []string
 		stderr string
 	}{
-		{[]string{"demo", "--workers", "-1"}, "--workers must be between 1 and 64"},
-		{[]string{"demo", "--workers", "65"}, "--workers must be between 1 and 64"},
+		// Regression: the message gave 1 as the least while the default is 0.
+		{[]string{"demo", "--workers", "-1"}, "--workers must be between 1 and 64, or 0 (the default) to run in this process; got -1"},
+		{[]string{"demo", "--workers", "65"}, "--workers must be between 1 and 64, or 0 (the default) to run in this process; got 65"},
 		{[]string{"demo", "--workers", "2", "--baseline"}, "cannot be combined"},
 		{[]string{"demo", "--workers", "2", "--ordered"}, "cannot be combined"},
 		{[]string{workerCommandName}, "is started by demo --workers"},

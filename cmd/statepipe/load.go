@@ -29,6 +29,8 @@ type demoResult struct {
 	graph     statepipe.Graph
 	pipelines int
 	top       []packageRow
+	svg       string // the graph's picture, written next to the database
+	svgErr    error  // why it could not be
 }
 
 func (r *demoResult) rate() float64 {
@@ -69,6 +71,9 @@ func loadWithPipelines(e env, cfg demoConfig, t *tree) (*demoResult, error) {
 		return nil, err
 	}
 
+	if cfg.dash != nil {
+		cfg.dash.attach(p, "statepipe demo: "+t.root)
+	}
 	res := &demoResult{db: cfg.db, pipelines: cfg.pipelines}
 	var ok, failed atomic.Int64
 	var errOnce sync.Once
@@ -128,10 +133,14 @@ func loadWithPipelines(e env, cfg demoConfig, t *tree) (*demoResult, error) {
 	unwatch()
 	p.Close()
 	res.elapsed = time.Since(start)
-	prog.finish()
+	prog.finishAt(res.elapsed)
 
 	res.ok, res.failed = ok.Load(), failed.Load()
 	res.stats, res.batch, res.stages, res.graph = p.Stats(), m.batch.Stats(), p.Stages(), p.Graph()
+	res.svg = graphSVGPath(cfg.db)
+	if err := writeGraphSVG(res.svg, res.graph.DOT()); err != nil {
+		res.svg, res.svgErr = "", err
+	}
 	res.interrupted = e.stop.Err() != nil && res.ok < int64(t.total)
 	status := "complete"
 	if res.interrupted {
@@ -190,7 +199,7 @@ loop:
 		}
 	}
 	res.elapsed = time.Since(start)
-	prog.finish()
+	prog.finishAt(res.elapsed)
 	res.ok = done.Load()
 	res.interrupted = res.ok < int64(t.total)
 	status := "complete"

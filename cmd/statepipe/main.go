@@ -41,17 +41,20 @@ Usage:
 Run "statepipe COMMAND --help" for a command's flags.
 `
 
-func main() {
+func main() { os.Exit(command(os.Args[1:])) }
+
+// command runs args as the process's command line, with its streams and
+// signals, and returns the exit code.
+func command(args []string) int {
 	stop, abort, release := interruptContexts()
-	code := run(os.Args[1:], env{
+	defer release()
+	return run(args, env{
 		stdout: os.Stdout,
 		stderr: os.Stderr,
 		stop:   stop,
 		abort:  abort,
 		tty:    isTerminal(os.Stderr),
 	})
-	release()
-	os.Exit(code)
 }
 
 // env is what a command needs from the process: its output streams and

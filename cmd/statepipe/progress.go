@@ -27,8 +27,10 @@ type progress struct {
 	begin time.Time
 	width func() int // the terminal's columns
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+	final time.Duration // the job's time, given to finishAt
 }
 
 // barRefresh is how often the bar is redrawn.
@@ -68,14 +70,30 @@ func (p *progress) start() *progress {
 }
 
 // finish stops the reports and prints the final state.
-func (p *progress) finish() {
-	close(p.stop)
-	p.wg.Wait()
-	p.report(true)
+func (p *progress) finish() { p.finishAt(time.Since(p.begin)) }
+
+// finishAt is finish with the job's time as the caller measured it, so
+// that the last line and the summary give the same rate. Only the first
+// call of finish or finishAt counts.
+func (p *progress) finishAt(elapsed time.Duration) {
+	p.once.Do(func() {
+		close(p.stop)
+		p.wg.Wait()
+		p.final = elapsed
+		p.report(true)
+	})
 }
 
 func (p *progress) report(final bool) {
 	n, elapsed := p.done(), time.Since(p.begin)
+	if final && p.final > 0 {
+		elapsed = p.final
+	}
+	if !final && !p.bar && n >= p.total {
+		// All done: the final line follows, with the job's time. A
+		// periodic line now would be a second "100%" with another rate.
+		return
+	}
 	rate := 0.0
 	if s := elapsed.Seconds(); s > 0 {
 		rate = float64(n) / s
@@ -95,15 +113,30 @@ func (p *progress) report(final bool) {
 		fmt.Fprintf(p.w, "%s: %d/%d files (%.0f%%), %.0f files/s, %s\n", p.label, n, p.total, pct, rate, eta)
 		return
 	}
-	stats := fmt.Sprintf(" %d/%d files %3.0f%% %6.0f files/s %s", n, p.total, pct, rate, eta)
-	// The bar takes what the terminal's width leaves.
-	cells := min(40, p.width()-len(p.label)-len(stats)-4)
+	// The numbers keep their width as they grow, so the bar keeps its
+	// length: the files done padded to the total's digits, the ETA to its
+	// widest.
+	digits := len(fmt.Sprint(p.total))
+	stats := fmt.Sprintf(" %*d/%d files %3.0f%% %6.0f files/s %-13s", digits, n, p.total, pct, rate, eta)
+	// The bar takes what the terminal's width leaves; the line stays
+	// shorter than the width, or the terminal wraps it and every redraw
+	// adds a line.
+	width := p.width()
+	cells := min(40, width-len(p.label)-len(stats)-4)
 	line := p.label + stats
 	if cells >= 10 {
 		full := int(float64(cells) * pct / 100)
 		full = min(max(full, 0), cells)
 		line = p.label + " [" + strings.Repeat("█", full) + strings.Repeat("░", cells-full) + "]" + stats
+	} else if len(line) >= width {
+		// No room for a bar, nor for the padded numbers: the short form,
+		// cut if even that is too long.
+		line = fmt.Sprintf("%s %d/%d %.0f%% %.0f/s %s", p.label, n, p.total, pct, rate, eta)
+		if len(line) >= width {
+			line = strings.ToValidUTF8(line[:max(0, width-1)], "")
+		}
 	}
+	line = strings.TrimRight(line, " ")
 	// \r and erase-line redraw in place; the final report ends the line.
 	end := ""
 	if final {
@@ -112,7 +145,12 @@ func (p *progress) report(final bool) {
 	fmt.Fprintf(p.w, "\r\x1b[K%s%s", line, end)
 }
 
+// terminalWidth returns the columns of the terminal w writes to, through
+// a lockedWriter; 80 if w is no terminal.
 func terminalWidth(w io.Writer) int {
+	if l, ok := w.(*lockedWriter); ok {
+		w = l.w
+	}
 	if f, ok := w.(*os.File); ok {
 		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
 			return cols

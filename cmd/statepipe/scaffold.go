@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"text/template"
@@ -29,7 +30,14 @@ Generates a ready-to-run statepipe pipeline in directory D (default ./NAME):
   bulk.go          a fake bulk client to replace with your service
   main.go          submits two sources through their own groups, prints results
   machine_test.go  a test of the whole machine
-  go.mod           only when D is not inside a Go module already
+  go.mod           when D is not inside a Go module already, or is inside a
+                   checkout of statepipe
+
+statepipe is not on the module proxy yet, so the go.mod of a program made
+inside a checkout replaces statepipe with that checkout; elsewhere, one
+made by a statepipe built from a checkout replaces it with the checkout it
+was built from. The "next:" steps printed at the end build, run and test
+the program as they are.
 
 NAME is the program's name: a Go identifier in ASCII, not a keyword. D must
 not exist yet.
@@ -41,8 +49,12 @@ Flags:
 type scaffold struct {
 	Name    string // the program's name
 	Module  string // module path for a generated go.mod
-	Version string // statepipe version for go.mod's require; empty: let go mod tidy choose
+	Version string // statepipe version for go.mod's require; empty: none
+	Replace string // for go.mod's replace of statepipe: a checkout's directory; empty: none
 }
+
+// statepipeModule is the module path of the library.
+const statepipeModule = "github.com/statepipe/statepipe"
 
 func newCommand(args []string, e env) error {
 	fs := flag.NewFlagSet("new", flag.ContinueOnError)
@@ -71,17 +83,108 @@ func newCommand(args []string, e env) error {
 	if *dir == "" {
 		*dir = name
 	}
-	module, inside := enclosingModule(*dir)
-	s := scaffold{Name: name, Module: name, Version: statepipeVersion()}
-	files, err := s.render(!inside)
+	pl, err := planModule(*dir, statepipeVersion(), buildSource())
+	if err != nil {
+		return err
+	}
+	s := scaffold{Name: name, Module: name, Version: pl.version, Replace: pl.replace}
+	files, err := s.render(pl.ownMod)
 	if err != nil {
 		return err
 	}
 	if err := writeFiles(*dir, files); err != nil {
 		return err
 	}
-	printNextSteps(e.stdout, *dir, files, module, inside)
+	printNextSteps(e.stdout, *dir, files, pl)
 	return nil
+}
+
+// plan says where the generated program gets statepipe from, and how to
+// run it.
+type plan struct {
+	ownMod   bool   // write a go.mod: dir is in no module, or in statepipe's checkout
+	version  string // its require of statepipe, if any
+	replace  string // its replace of statepipe, if any
+	checkout string // dir is inside this checkout of statepipe
+	noWork   bool   // a go.work above dir does not list the new module: run with GOWORK=off
+
+	module, moduleDir string // the module dir is in, when not its own
+	// source is a checkout of statepipe to point the enclosing module at,
+	// when statepipe has no version on the proxy; empty if none is known.
+	source string
+}
+
+// planModule decides how the program in dir gets statepipe. version is
+// the released version this binary was built with, empty for a local
+// build; source is the checkout it was built from, if it still exists.
+//
+// statepipe is not on the module proxy yet: a local build points the
+// generated module at a checkout with a replace directive. Inside a
+// checkout the program gets a module of its own (not a package of
+// statepipe's), replacing statepipe with that checkout.
+func planModule(dir, version, source string) (plan, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return plan{}, err
+	}
+	var pl plan
+	pl.checkout = enclosingCheckout(abs)
+	pl.module, pl.moduleDir = enclosingModule(abs)
+	_, pl.noWork = enclosingFile(abs, "go.work")
+	switch {
+	case pl.checkout != "":
+		rel, err := filepath.Rel(abs, pl.checkout)
+		if err != nil {
+			return plan{}, err
+		}
+		pl.ownMod, pl.version, pl.replace = true, "v0.0.0", filepath.ToSlash(rel)
+	case pl.moduleDir == "":
+		pl.ownMod, pl.noWork = true, false
+		switch {
+		case version != "":
+			pl.version = version
+		case source != "":
+			pl.version, pl.replace = "v0.0.0", source
+		}
+	default:
+		pl.noWork = false // the enclosing module's business
+		pl.version = version
+		if version == "" {
+			pl.source = source
+		}
+	}
+	return pl, nil
+}
+
+// enclosingCheckout returns the root of the checkout of statepipe that
+// holds abs, or "".
+func enclosingCheckout(abs string) string {
+	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && modulePath(b) == statepipeModule {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			return ""
+		}
+	}
+}
+
+// buildSource is builtFrom; tests replace it.
+var buildSource = builtFrom
+
+// builtFrom returns the checkout of statepipe this binary was built from,
+// if it is still there: the directory two above this source file, as the
+// compiler recorded it (not with -trimpath).
+func builtFrom() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok || !filepath.IsAbs(file) {
+		return ""
+	}
+	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	if b, err := os.ReadFile(filepath.Join(root, "go.mod")); err != nil || modulePath(b) != statepipeModule {
+		return ""
+	}
+	return root
 }
 
 // checkName reports why name cannot name a generated program.
@@ -161,17 +264,27 @@ func writeFiles(dir string, files map[string][]byte) (err error) {
 	return nil
 }
 
-// enclosingModule returns the module path of the go.mod above dir, if any.
-func enclosingModule(dir string) (module string, ok bool) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", false
+// enclosingModule returns the module path and directory of the go.mod
+// above abs, if any.
+func enclosingModule(abs string) (module, dir string) {
+	d, ok := enclosingFile(abs, "go.mod")
+	if !ok {
+		return "", ""
 	}
+	b, err := os.ReadFile(filepath.Join(d, "go.mod"))
+	if err != nil {
+		return "", ""
+	}
+	return modulePath(b), d
+}
+
+// enclosingFile returns the nearest directory above abs that holds name.
+func enclosingFile(abs, name string) (string, bool) {
 	for d := filepath.Dir(abs); ; d = filepath.Dir(d) {
-		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil {
-			return modulePath(b), true
+		if _, err := os.Stat(filepath.Join(d, name)); err == nil {
+			return d, true
 		}
-		if parent := filepath.Dir(d); parent == d {
+		if filepath.Dir(d) == d {
 			return "", false
 		}
 	}
@@ -203,22 +316,71 @@ func statepipeVersion() string {
 	return ""
 }
 
-func printNextSteps(w io.Writer, dir string, files map[string][]byte, module string, inside bool) {
+// printNextSteps prints the commands that build, run and test the new
+// program, to be typed as they are in the directory "new" ran in.
+func printNextSteps(w io.Writer, dir string, files map[string][]byte, pl plan) {
 	names := make([]string, 0, len(files))
 	for _, n := range []string{"go.mod", "item.go", "machine.go", "bulk.go", "main.go", "machine_test.go"} {
 		if _, ok := files[n]; ok {
 			names = append(names, n)
 		}
 	}
-	fmt.Fprintf(w, "created %s: %s\n\nnext:\n", dir, strings.Join(names, " "))
-	if inside {
-		rel := "./" + filepath.ToSlash(filepath.Clean(dir))
-		if filepath.IsAbs(dir) {
-			rel = dir
+	fmt.Fprintf(w, "created %s: %s\n", dir, strings.Join(names, " "))
+	if pl.replace != "" {
+		fmt.Fprintf(w, "go.mod takes statepipe from %s (replace): it is not on the module proxy yet\n", pl.replace)
+	}
+	fmt.Fprintf(w, "\nnext:\n")
+	gocmd := "go"
+	if pl.noWork {
+		// Inside the checkout, its go.work would take over and not know
+		// the new module.
+		gocmd = "GOWORK=off go"
+	}
+	if pl.ownMod {
+		fmt.Fprintf(w, "  cd %s\n", shellQuote(dir))
+		if pl.version == "" {
+			fmt.Fprintf(w, "  # statepipe is not on the module proxy yet: point go.mod at a checkout of it\n")
+			fmt.Fprintf(w, "  go mod edit -require=%s@v0.0.0 -replace=%s=/path/to/statepipe\n", statepipeModule, statepipeModule)
 		}
-		fmt.Fprintf(w, "  go get github.com/statepipe/statepipe   # if module %s does not require it yet\n", module)
-		fmt.Fprintf(w, "  go run %s\n  go test %s\n", rel, rel)
+		fmt.Fprintf(w, "  %s mod tidy\n  %s run .\n  %s test .\n", gocmd, gocmd, gocmd)
+		if pl.noWork {
+			fmt.Fprintf(w, "  # or add it to the checkout's workspace: go work use . (then plain go)\n")
+		}
 		return
 	}
-	fmt.Fprintf(w, "  cd %s\n  go mod tidy\n  go run .\n  go test .\n", dir)
+	// A package of the enclosing module: commands run at its root.
+	rel, err := filepath.Rel(pl.moduleDir, absPath(dir))
+	if err != nil {
+		rel = dir
+	}
+	pkg := "./" + filepath.ToSlash(rel)
+	fmt.Fprintf(w, "  cd %s   # module %s\n", shellQuote(pl.moduleDir), pl.module)
+	switch {
+	case pl.version != "":
+		fmt.Fprintf(w, "  go get %s@%s\n", statepipeModule, pl.version)
+	case pl.source != "":
+		fmt.Fprintf(w, "  go mod edit -require=%s@v0.0.0 -replace=%s=%s   # not on the module proxy yet\n",
+			statepipeModule, statepipeModule, shellQuote(pl.source))
+	default:
+		fmt.Fprintf(w, "  # statepipe is not on the module proxy yet: point go.mod at a checkout of it\n")
+		fmt.Fprintf(w, "  go mod edit -require=%s@v0.0.0 -replace=%s=/path/to/statepipe\n", statepipeModule, statepipeModule)
+	}
+	fmt.Fprintf(w, "  go mod tidy\n  go run %s\n  go test %s\n", pkg, pkg)
+}
+
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// shellQuote quotes s for a POSIX shell if it needs it.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

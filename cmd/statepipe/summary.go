@@ -57,6 +57,11 @@ func printSummary(w io.Writer, cfg demoConfig, t *tree, r *demoResult) {
 	kv.row("stages discovered (p.Stages()): %s", strings.Join(r.stages, ", "))
 	kv.flush()
 
+	if r.svg != "" {
+		fmt.Fprintf(w, "\nthe stage graph as run, drawn by Graphviz: %s\n", r.svg)
+	} else if r.svgErr != nil {
+		fmt.Fprintf(w, "\nthe stage graph as run could not be drawn: %v\n", r.svgErr)
+	}
 	fmt.Fprintf(w, "\nthe stage graph as run (p.Graph().Mermaid(); paste it into any Mermaid viewer):\n\n")
 	for _, l := range strings.Split(strings.TrimSpace(r.graph.Mermaid()), "\n") {
 		fmt.Fprintf(w, "  %s\n", l)

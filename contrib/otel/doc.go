@@ -29,6 +29,10 @@
 //     a stage hands the request to a batcher, and [EventResumed]
 //     ("statepipe.resumed": statepipe.batcher, statepipe.duration parked,
 //     statepipe.error if the flush failed it) when it comes back;
+//   - [EventRetry] ("statepipe.retry": statepipe.stage or statepipe.batcher,
+//     statepipe.attempt, statepipe.duration of the backoff, statepipe.error)
+//     when a stage or flush failed it with an error marked by
+//     [statepipe.Retry] and it will run again;
 //   - if the request failed: an "exception" event (the error's type and
 //     message; for a [statepipe.PanicError], the panicking goroutine's stack
 //     as exception.stacktrace) and status Error.
@@ -68,6 +72,7 @@
 //	statepipe.flushes           Int64Counter       {flush}    statepipe.batcher, statepipe.flush.reason
 //	statepipe.flush.duration    Float64Histogram   s          statepipe.batcher, statepipe.flush.reason
 //	statepipe.batch.size        Int64Histogram     {request}  statepipe.batcher, statepipe.flush.reason
+//	statepipe.retries           Int64Counter       {retry}    statepipe.stage, or statepipe.batcher for a flush
 //
 // A request's duration runs from Submit to leaving the machine; a stage's
 // is its run time (a stage that parks its request stops at the handoff).

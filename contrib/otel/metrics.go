@@ -20,6 +20,7 @@ type instruments struct {
 	flushes         metric.Int64Counter
 	flushDuration   metric.Float64Histogram
 	batchSize       metric.Int64Histogram
+	retries         metric.Int64Counter
 
 	ok, failed attrSet // outcome attribute sets, built once
 }
@@ -49,7 +50,7 @@ var sizeBounds = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000,
 
 func newInstruments(m metric.Meter) (instruments, error) {
 	var in instruments
-	var errs [8]error
+	var errs [9]error
 	in.requests, errs[0] = m.Int64Counter(MetricRequests, metric.WithUnit("{request}"),
 		metric.WithDescription("Requests that left the machine, by outcome."))
 	in.requestDuration, errs[1] = m.Float64Histogram(MetricRequestDuration, metric.WithUnit("s"),
@@ -70,20 +71,22 @@ func newInstruments(m metric.Meter) (instruments, error) {
 	in.batchSize, errs[7] = m.Int64Histogram(MetricBatchSize, metric.WithUnit("{request}"),
 		metric.WithDescription("Requests per flush, by batcher and reason."),
 		metric.WithExplicitBucketBoundaries(sizeBounds...))
+	in.retries, errs[8] = m.Int64Counter(MetricRetries, metric.WithUnit("{retry}"),
+		metric.WithDescription("Runs of a stage, or flushes of a request, that failed with an error marked by statepipe.Retry and run again after a backoff, by stage or batcher."))
 	in.ok = newAttrSet(KeyOutcome.String("ok"))
 	in.failed = newAttrSet(KeyOutcome.String("error"))
 	return in, errors.Join(errs[:]...)
 }
 
-// stageAttrs are the attributes of one stage, built on its first event.
-type stageAttrs struct {
+// nameAttrs are the attributes of one stage (or batcher), built on its first event.
+type nameAttrs struct {
 	attrSet
 	kv attribute.KeyValue
 }
 
-func newStageAttrs(stage string) stageAttrs {
+func newNameAttrs(stage string) nameAttrs {
 	kv := KeyStage.String(stage)
-	return stageAttrs{attrSet: newAttrSet(kv), kv: kv}
+	return nameAttrs{attrSet: newAttrSet(kv), kv: kv}
 }
 
 type flushKey struct {

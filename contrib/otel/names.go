@@ -11,6 +11,7 @@ const (
 	SpanFlush    = "statepipe.flush"   // one per batch flush, linked to its members
 	EventParked  = "statepipe.parked"  // on the request span: handed to a batcher
 	EventResumed = "statepipe.resumed" // on the request span: back from a batcher
+	EventRetry   = "statepipe.retry"   // on the request span: a stage or flush failed with a marked error, to run again
 	// Stage runs are span events (or, with WithStageSpans, child spans)
 	// named after the stage.
 )
@@ -25,6 +26,7 @@ const (
 	MetricFlushes         = "statepipe.flushes"          // counter {flush}: batcher, reason
 	MetricFlushDuration   = "statepipe.flush.duration"   // histogram s: batcher, reason
 	MetricBatchSize       = "statepipe.batch.size"       // histogram {request}: batcher, reason
+	MetricRetries         = "statepipe.retries"          // counter {retry}: stage, or batcher for a flush
 )
 
 // Attribute keys.
@@ -37,5 +39,6 @@ const (
 	KeyFlushReason = attribute.Key("statepipe.flush.reason") // size, bytes, linger, idle or shutdown
 	KeyBatchSize   = attribute.Key("statepipe.batch.size")   // int: requests in a flush
 	KeyDuration    = attribute.Key("statepipe.duration")     // float seconds: a stage run, or time parked
-	KeyError       = attribute.Key("statepipe.error")        // an error's message, on stage and resume events
+	KeyError       = attribute.Key("statepipe.error")        // an error's message, on stage, resume and retry events
+	KeyAttempt     = attribute.Key("statepipe.attempt")      // int: the attempt that failed, on retry events
 )

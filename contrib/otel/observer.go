@@ -31,10 +31,11 @@ type Observer struct {
 	requestAttrs func(context.Context) []attribute.KeyValue
 	m            instruments
 
-	flights *inflight
-	stages  *cache[string, stageAttrs]
-	batches *cache[flushKey, flushAttrs]
-	bufs    sync.Pool // *linkBuf, for flushes
+	flights  *inflight
+	stages   *cache[string, nameAttrs]
+	batches  *cache[flushKey, flushAttrs]
+	batchers *cache[string, nameAttrs] // for retries of flushes: the batcher alone
+	bufs     sync.Pool                 // *linkBuf, for flushes
 }
 
 var _ statepipe.Observer = (*Observer)(nil)
@@ -70,8 +71,9 @@ func NewObserver(opts ...Option) (*Observer, error) {
 		requestAttrs: c.requestAttrs,
 		m:            m,
 		flights:      newInflight(),
-		stages:       newCache(newStageAttrs),
+		stages:       newCache(newNameAttrs),
 		batches:      newCache(newFlushAttrs),
+		batchers:     newCache(func(b string) nameAttrs { kv := KeyBatcher.String(b); return nameAttrs{newAttrSet(kv), kv} }),
 		bufs:         sync.Pool{New: func() any { return new(linkBuf) }},
 	}, nil
 }
@@ -91,6 +93,28 @@ func (o *Observer) Observe(e statepipe.Event) {
 		o.done(&e)
 	case statepipe.BatchFlushed:
 		o.flushed(&e)
+	case statepipe.Retrying:
+		o.retrying(&e)
+	}
+}
+
+// retrying counts a retry, by stage (or batcher, for a flush), and notes
+// it on the request span with the attempt, the wait and the error.
+func (o *Observer) retrying(e *statepipe.Event) {
+	fl, ok := o.flightOf(e)
+	var as attrSet
+	var kv attribute.KeyValue
+	if e.Batch != "" {
+		ba := o.batchers.get(e.Batch)
+		as, kv = ba.attrSet, ba.kv
+	} else {
+		sa := o.stages.get(e.Stage)
+		as, kv = sa.attrSet, sa.kv
+	}
+	o.m.retries.Add(fl.ctx, 1, as.add...)
+	if ok && fl.span.IsRecording() {
+		fl.span.AddEvent(EventRetry, trace.WithAttributes(kv, KeyAttempt.Int(e.Attempt),
+			KeyDuration.Float64(e.Duration.Seconds()), KeyError.String(e.Err.Error())))
 	}
 }
 

@@ -55,10 +55,13 @@ type collector struct {
 type descs struct {
 	submitted, completed, failed                             *prometheus.Desc
 	inFlight, queued, running, parked, buffered              *prometheus.Desc
+	retrying                                                 *prometheus.Desc
+	keys, keysWaiting, keyWaiters, keyLongestWait            *prometheus.Desc
 	workers, groups                                          *prometheus.Desc
 	queueTime, runTime                                       *prometheus.Desc
-	stageRuns, stageErrors, stageLatency                     *prometheus.Desc
+	stageRuns, stageErrors, stageRetries, stageLatency       *prometheus.Desc
 	flushes, items, itemsFailed, itemsCancelled, itemsParked *prometheus.Desc
+	itemsRetried                                             *prometheus.Desc
 	flushTime, parkTime                                      *prometheus.Desc
 }
 
@@ -66,10 +69,13 @@ func (d *descs) all() []*prometheus.Desc {
 	return []*prometheus.Desc{
 		d.submitted, d.completed, d.failed,
 		d.inFlight, d.queued, d.running, d.parked, d.buffered,
+		d.retrying,
+		d.keys, d.keysWaiting, d.keyWaiters, d.keyLongestWait,
 		d.workers, d.groups,
 		d.queueTime, d.runTime,
-		d.stageRuns, d.stageErrors, d.stageLatency,
+		d.stageRuns, d.stageErrors, d.stageRetries, d.stageLatency,
 		d.flushes, d.items, d.itemsFailed, d.itemsCancelled, d.itemsParked,
+		d.itemsRetried,
 		d.flushTime, d.parkTime,
 	}
 }
@@ -91,6 +97,13 @@ func newCollector(stats func() statepipe.Stats, cfg config) *collector {
 		running:   desc("requests_running", "Requests on a worker now."),
 		parked:    desc("requests_parked", "Requests held by batchers."),
 		buffered:  desc("requests_buffered", "Results in open groups' outputs, not yet received."),
+		retrying:  desc("requests_retrying", "Requests waiting out a retry's backoff."),
+
+		keys:           desc("keys", "Keys with a request inside the machine (WithKey)."),
+		keysWaiting:    desc("keys_waiting", "Keys with requests waiting for their turn."),
+		keyWaiters:     desc("key_waiting_requests", "Requests waiting for their key's turn."),
+		keyLongestWait: desc("key_longest_wait_seconds", "How long the longest waiting request has waited for its key."),
+
 		workers:   desc("workers", "Worker goroutines."),
 		groups:    desc("groups", "Open groups."),
 		queueTime: desc("queue_duration_seconds", "Time from Submit until a worker picks the request up, over sampled requests."),
@@ -98,6 +111,7 @@ func newCollector(stats func() statepipe.Stats, cfg config) *collector {
 
 		stageRuns:    desc("stage_runs_total", "Calls of the stage.", labelStage),
 		stageErrors:  desc("stage_errors_total", "Calls of the stage that ended with the request's error set, panics included.", labelStage),
+		stageRetries: desc("stage_retries_total", "Calls of the stage that failed with a marked error and were retried after a backoff.", labelStage),
 		stageLatency: desc("stage_duration_seconds", "Duration of the stage's timed calls.", labelStage),
 
 		flushes:        desc("batch_flushes_total", "Flush calls of the batcher, by what triggered them.", labelBatcher, labelReason),
@@ -105,6 +119,7 @@ func newCollector(stats func() statepipe.Stats, cfg config) *collector {
 		itemsFailed:    desc("batch_items_failed_total", "Requests failed by a flush: by its error, or their own.", labelBatcher),
 		itemsCancelled: desc("batch_items_cancelled_total", "Requests whose context ended while parked in the batcher.", labelBatcher),
 		itemsParked:    desc("batch_items_parked", "Requests parked in the batcher now.", labelBatcher),
+		itemsRetried:   desc("batch_items_retried_total", "Requests a flush failed with a marked error that rejoined the batcher after a backoff.", labelBatcher),
 		flushTime:      desc("batch_flush_duration_seconds", "Duration of the batcher's flush calls.", labelBatcher),
 		parkTime:       desc("batch_park_duration_seconds", "Time from Add until the request's flush ended, or its context did.", labelBatcher),
 	}
@@ -153,6 +168,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		buffered += g.Buffered
 	}
 	e.gauge(d.buffered, float64(buffered))
+	e.gauge(d.retrying, float64(s.Retrying))
+	e.gauge(d.keys, float64(s.Keys.Keys))
+	e.gauge(d.keysWaiting, float64(s.Keys.Waiting))
+	e.gauge(d.keyWaiters, float64(s.Keys.Requests))
+	e.gauge(d.keyLongestWait, s.Keys.LongestWait.Seconds())
 	e.gauge(d.workers, float64(s.Workers))
 	e.gauge(d.groups, float64(len(s.Groups)))
 	c.summary(&e, d.queueTime, "", timingOf(s.QueueTime))
@@ -161,6 +181,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, st := range mergeStages(s.Stages) {
 		e.counter(d.stageRuns, float64(st.Runs), st.Name)
 		e.counter(d.stageErrors, float64(st.Errors), st.Name)
+		e.counter(d.stageRetries, float64(st.Retries), st.Name)
 		e.histogram(d.stageLatency, c.bounds, &st.Latency, st.Name)
 	}
 
@@ -172,6 +193,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		e.counter(d.itemsFailed, float64(b.failed), b.name)
 		e.counter(d.itemsCancelled, float64(b.cancelled), b.name)
 		e.gauge(d.itemsParked, float64(b.parked), b.name)
+		e.counter(d.itemsRetried, float64(b.retried), b.name)
 		c.summary(&e, d.flushTime, b.name, b.flushTime)
 		c.summary(&e, d.parkTime, b.name, b.parkTime)
 	}
@@ -270,6 +292,7 @@ func mergeStages(s []statepipe.StageStats) []statepipe.StageStats {
 		m := &out[i]
 		m.Runs += st.Runs
 		m.Errors += st.Errors
+		m.Retries += st.Retries
 		for j, n := range st.Latency.Counts {
 			m.Latency.Counts[j] += n
 		}
@@ -284,6 +307,7 @@ type batcher struct {
 	name                     string
 	flushes                  [len(statepipe.BatchStats{}.Flushes)]uint64
 	items, failed, cancelled uint64
+	retried                  uint64
 	parked                   int
 	flushTime, parkTime      timing
 }
@@ -307,6 +331,7 @@ func mergeBatchers(s []statepipe.BatchStats) []batcher {
 		b.items += bs.Items
 		b.failed += bs.Failed
 		b.cancelled += bs.Cancelled
+		b.retried += bs.Retries
 		b.parked += bs.Parked
 		b.flushTime.add(timingOf(bs.FlushTime))
 		b.parkTime.add(timingOf(bs.ParkTime))

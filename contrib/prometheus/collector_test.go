@@ -246,10 +246,11 @@ func TestCollectorLint(t *testing.T) {
 var documented = []string{
 	"requests_submitted_total", "requests_completed_total", "requests_failed_total",
 	"requests_in_flight", "requests_queued", "requests_running", "requests_parked", "requests_buffered",
+	"requests_retrying", "keys", "keys_waiting", "key_waiting_requests", "key_longest_wait_seconds",
 	"workers", "groups", "queue_duration_seconds", "run_duration_seconds",
-	"stage_runs_total", "stage_errors_total", "stage_duration_seconds",
+	"stage_runs_total", "stage_errors_total", "stage_retries_total", "stage_duration_seconds",
 	"batch_flushes_total", "batch_items_total", "batch_items_failed_total", "batch_items_cancelled_total",
-	"batch_items_parked", "batch_flush_duration_seconds", "batch_park_duration_seconds",
+	"batch_items_parked", "batch_items_retried_total", "batch_flush_duration_seconds", "batch_park_duration_seconds",
 }
 
 // TestCollectorUnderLoad scrapes while several groups push jobs through

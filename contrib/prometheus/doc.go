@@ -29,18 +29,25 @@
 //	requests_running                        gauge                       requests on a worker now
 //	requests_parked                         gauge                       requests held by batchers
 //	requests_buffered                       gauge                       results in open groups' outputs, not yet received
+//	requests_retrying                       gauge                       requests waiting out a retry's backoff
+//	keys                                    gauge                       keys with a request inside (WithKey)
+//	keys_waiting                            gauge                       keys with requests waiting for their turn
+//	key_waiting_requests                    gauge                       requests waiting for their key's turn
+//	key_longest_wait_seconds                gauge                       the longest wait of a request for its key so far
 //	workers                                 gauge                       worker goroutines
 //	groups                                  gauge                       open groups
 //	queue_duration_seconds                  summary                     Submit until a worker picks the request up (sampled)
 //	run_duration_seconds                    summary                     pick-up until out, parked time included (sampled)
 //	stage_runs_total                        counter    stage            calls of the stage
 //	stage_errors_total                      counter    stage            calls that ended with the request's Err set, panics included
+//	stage_retries_total                     counter    stage            of those, calls retried after a backoff (statepipe.Retry)
 //	stage_duration_seconds                  histogram  stage            duration of the stage's timed calls (sampled)
 //	batch_flushes_total                     counter    batcher, reason  flush calls, by trigger: size, bytes, linger, idle, shutdown
 //	batch_items_total                       counter    batcher          requests flushed
 //	batch_items_failed_total                counter    batcher          requests a flush failed (its error, or their own)
 //	batch_items_cancelled_total             counter    batcher          requests whose context ended while parked
 //	batch_items_parked                      gauge      batcher          requests parked in the batcher now
+//	batch_items_retried_total               counter    batcher          requests a flush failed with a marked error, rejoining after a backoff
 //	batch_flush_duration_seconds            summary    batcher          duration of the flush calls
 //	batch_park_duration_seconds             summary    batcher          Add until the flush ended (or the context did)
 //
