@@ -286,4 +286,3 @@ func TestOrderedSourcesRunEachLaneInOffsetOrder(t *testing.T) {
 		})
 	}
 }
-
