@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -284,5 +285,80 @@ func TestOrderedSourcesRunEachLaneInOffsetOrder(t *testing.T) {
 			wantEveryResult(t, results(t, addrs, adm), jobs, 1)
 			t.Logf("peak %d inside at once; stats %+v", peak, src.Stats())
 		})
+	}
+}
+
+// The two retry layers combine: a stage's in-process retries
+// (statepipe.Retry under WithRetry) run out into a *statepipe.RetryError,
+// which the Source runs again as a whole, up to MaxAttempts, and then
+// dead-letters as exhausted.
+func TestCoreRetriesRunOutIntoSourceRetries(t *testing.T) {
+	addrs, adm := newCluster(t, 1)
+	jobs := append([]string{"down-1"}, ids("ok", 10)...)
+	produceJobs(t, addrs, jobs, nil)
+	m := newMachine("w", 10, 0)
+	var mu sync.Mutex
+	runs := 0
+	m.behave = func(r *statepipe.Request[Job]) {
+		if r.Data.ID == "down-1" {
+			mu.Lock()
+			runs++
+			mu.Unlock()
+			r.Err = statepipe.Retry(errors.New("service down"))
+		}
+	}
+	src := newSource(addrs)
+	src.MaxAttempts = 3
+	p := newPipelines(t, m, statepipe.WithRetry(statepipe.Backoff{Attempts: 2, Initial: time.Millisecond}))
+	stop := runSource(t, src, p)
+	waitFor(t, 30*time.Second, "every record committed", func() bool { return lag(t, adm) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	dead := readTopic(t, addrs, adm, dlqTopic)
+	if len(dead) != 1 || header(dead[0], connect.HeaderKind) != connect.KindExhausted || header(dead[0], connect.HeaderDelivered) != "3" {
+		t.Fatalf("dead letters %v: want down-1 once, exhausted after 3 deliveries", dead)
+	}
+	if reason := header(dead[0], connect.HeaderReason); !strings.Contains(reason, "service down") {
+		t.Errorf("reason %q does not say why", reason)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if runs != 2*3 {
+		t.Errorf("the stage ran %d times, want 2 in-process attempts x 3 deliveries", runs)
+	}
+}
+
+// With statepipe.WithKey on the Pipelines, an Unordered Source keeps
+// per-key order within a partition: it submits each partition's records
+// in offset order, and the core runs equal keys one after another.
+func TestWithKeyKeepsPerKeyOrderOfAnUnorderedSource(t *testing.T) {
+	addrs, adm := newCluster(t, 2)
+	keyOf := func(i int) string { return "k" + strconv.Itoa(i%4) }
+	var jobs []string
+	for i := range 300 {
+		jobs = append(jobs, fmt.Sprintf("%s-%05d", keyOf(i), i))
+	}
+	produceJobs(t, addrs, jobs, keyOf)
+	var log orderLog
+	m := newMachine("w", 8, time.Millisecond)
+	m.behave = func(r *statepipe.Request[Job]) {
+		rec := spk.Record(r.Ctx)
+		log.note(fmt.Sprintf("%d/%s", rec.Partition, rec.Key), rec.Offset)
+	}
+	p := newPipelines(t, m, statepipe.WithPipelines(4), statepipe.WithKey(func(j Job) string { return j.ID[:2] }))
+	src := newSource(addrs)
+	stop := runSource(t, src, p)
+	waitFor(t, 30*time.Second, "every record committed", func() bool { return src.Stats().Done == 300 && lag(t, adm) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if lane, ok := log.increasing(); !ok {
+		t.Errorf("out of order: %s", lane)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.peak < 2 || m.peak > 4 {
+		t.Errorf("%d requests inside at once, want 2 to 4 (one per key)", m.peak)
 	}
 }
