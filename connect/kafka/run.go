@@ -231,7 +231,18 @@ func (r *run[T]) poll() {
 			}
 			r.c.log.Warn("statepipe/kafka: fetch failed", "topic", topic, "partition", partition, "err", err)
 		})
-		if fetches.NumRecords() > 0 && r.sess != nil {
+		if fetches.NumRecords() == 0 {
+			r.cl.AllowRebalance()
+			if fetches.Err() != nil {
+				// Do not spin on errors that persist.
+				select {
+				case <-time.After(pollPause):
+				case <-r.stop.Done():
+				}
+			}
+			continue
+		}
+		if r.sess != nil {
 			if err := r.sess.Begin(); err != nil {
 				r.cl.AllowRebalance()
 				r.fail(fmt.Errorf("statepipe/kafka: begin transaction: %w", err))
@@ -240,10 +251,11 @@ func (r *run[T]) poll() {
 			r.beginRound()
 		}
 		r.mu.Lock()
+		gaveBack := map[*partition]bool{}
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			p := r.parts[tp{fp.Topic, fp.Partition}]
-			if p == nil || p.revoked {
-				return // BlockRebalanceOnPoll keeps this from happening
+			if p == nil || p.revoked || gaveBack[p] {
+				return // BlockRebalanceOnPoll keeps the first from happening
 			}
 			if fp.HighWatermark >= 0 {
 				p.hwm = fp.HighWatermark
@@ -255,6 +267,7 @@ func (r *run[T]) poll() {
 					r.pause(p)
 					r.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{p.tp.topic: {p.tp.partition: {Epoch: rec.LeaderEpoch, Offset: rec.Offset}}})
 					r.src.counters.givenBack.Add(uint64(len(fp.Records) - i))
+					gaveBack[p] = true
 					break
 				}
 				r.hold(p, rec)
@@ -270,6 +283,9 @@ func (r *run[T]) poll() {
 		}
 	}
 }
+
+// pollPause is the pause after a poll that returned only errors.
+const pollPause = 50 * time.Millisecond
 
 // waitRoom waits until there is room to poll for and returns it; 0 once
 // polling must stop. In a transaction it also waits for the last round

@@ -152,7 +152,7 @@ func (r *run[T]) finish(d *delivery) {
 	if d.stage == finished || d.stage == dropped {
 		return
 	}
-	r.let(d)
+	r.let(d, false)
 	d.stage = finished
 	r.src.counters.done.Add(1)
 	d.part.advance()
@@ -167,14 +167,15 @@ func (r *run[T]) drop(d *delivery) {
 	if d.stage == finished || d.stage == dropped {
 		return
 	}
-	r.let(d)
+	r.let(d, true)
 	d.stage = dropped
 	r.src.counters.released.Add(1)
 	r.round.dropped++
 }
 
-// let releases d's room and its lane. Called with r.mu held.
-func (r *run[T]) let(d *delivery) {
+// let releases d's room and, if it is its lane's head, the lane; a
+// dropped head drops the records behind it. Called with r.mu held.
+func (r *run[T]) let(d *delivery, dropping bool) {
 	p := d.part
 	p.unfinished--
 	p.bytes -= d.size()
@@ -183,7 +184,7 @@ func (r *run[T]) let(d *delivery) {
 	if l := d.lane; l != nil {
 		d.lane = nil
 		if d.stage != queued || !contains(l.wait, d) {
-			r.nextInLane(p, l, d.stage == dropped)
+			r.nextInLane(p, l, dropping)
 		}
 	}
 	r.resumeIfRoom(p)
