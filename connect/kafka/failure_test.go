@@ -362,3 +362,36 @@ func TestWithKeyKeepsPerKeyOrderOfAnUnorderedSource(t *testing.T) {
 		t.Errorf("%d requests inside at once, want 2 to 4 (one per key)", m.peak)
 	}
 }
+
+// A partition whose head is stuck in an ordered Source queues records
+// behind it until the process is full; once it is slow, the Source gives
+// the queued ones back and pauses it, and the other partitions go on.
+// MaxPartitionInFlight is unset: this is the default protection.
+func TestStuckOrderedPartitionGivesBackItsQueue(t *testing.T) {
+	addrs, adm := newCluster(t, 4)
+	jobs := ids("stuck", 400)
+	produceJobs(t, addrs, jobs, nil)
+	release := make(chan struct{})
+	m := newMachine("w", 4, 0)
+	m.behave = func(r *statepipe.Request[Job]) {
+		if rec := spk.Record(r.Ctx); rec.Partition == 0 && rec.Offset == 0 {
+			<-release
+		}
+	}
+	src := newSource(addrs)
+	src.Order = spk.PartitionOrder
+	src.MaxInFlight = 16
+	stop := runSource(t, src, newPipelines(t, m))
+	waitFor(t, 30*time.Second, "the other partitions done", func() bool { return src.Stats().Done == 300 })
+	st := src.Stats()
+	if st.GivenBack == 0 || st.Paused == 0 {
+		t.Errorf("stats %+v: want the stuck partition's queue given back and the partition paused", st)
+	}
+	close(release)
+	waitFor(t, 30*time.Second, "everything committed", func() bool { return src.Stats().Done == 400 && lag(t, adm) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	wantEveryResult(t, results(t, addrs, adm), jobs, 1)
+	t.Logf("stats: %+v", src.Stats())
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -270,6 +271,7 @@ type machine struct {
 	done   statepipe.Stage[Job]
 	behave func(r *statepipe.Request[Job]) // in Start; may set Err or block
 	sleep  time.Duration                   // in each flush
+	work   int                             // rounds of CPU work per request, in Start
 
 	mu       sync.Mutex
 	finished map[int32]map[int64]bool // by partition and offset, in Done
@@ -294,6 +296,9 @@ func (m *machine) Start(r statepipe.Request[Job]) statepipe.Request[Job] {
 	m.running++
 	m.peak = max(m.peak, m.running)
 	m.mu.Unlock()
+	if m.work > 0 {
+		burn(r.Data.ID, m.work)
+	}
 	if m.behave != nil {
 		m.behave(&r)
 		if r.Err != nil {
@@ -401,5 +406,17 @@ func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// burn does CPU work standing for a real stage's.
+func burn(seed string, rounds int) {
+	h := uint64(14695981039346656037)
+	for i := range rounds * 1000 {
+		h ^= uint64(seed[i%len(seed)])
+		h *= 1099511628211
+	}
+	if h == 42 {
+		runtime.Gosched()
 	}
 }

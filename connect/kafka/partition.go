@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -33,6 +34,8 @@ type delivery struct {
 	part    *partition
 	lane    *lane // its ordering lane; nil when Unordered
 	attempt int   // runs through the pipeline so far
+	polled  time.Time
+	behind  bool  // waiting in its lane's wait list; guarded by run.mu
 	stage   stage // guarded by run.mu
 	// producing is set while its result or dead letter is being
 	// produced; guarded by run.mu.
@@ -101,6 +104,17 @@ func (p *partition) advance() bool {
 	clear(p.held[:n])
 	p.held = p.held[n:]
 	return true
+}
+
+// oldest is when the oldest unfinished record held was polled; the zero
+// time if there is none.
+func (p *partition) oldest() time.Time {
+	for _, d := range p.held {
+		if d.stage != finished {
+			return d.polled
+		}
+	}
+	return time.Time{}
 }
 
 // lag is the records after the commit point, by the last fetch's high

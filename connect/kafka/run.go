@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -154,6 +155,14 @@ func (r *run[T]) connect(ctx context.Context) error {
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxBytes(int32(min(r.c.maxBytes, 1<<30))),
 		kgo.RecordDeliveryTimeout(30 * time.Second),
+		// The records held wait for their results' acks: a linger
+		// would hold every one of them that long (MaxInFlight records
+		// per linger at most), and the producer batches by itself
+		// while a produce is in flight.
+		kgo.ProducerLinger(0),
+		// A paused partition that resumes waits for the fetch in
+		// flight: bound that wait below franz-go's 5s.
+		kgo.FetchMaxWait(500 * time.Millisecond),
 	}
 	opts = append(opts, s.Opts...)
 	opts = append(opts,
@@ -251,6 +260,7 @@ func (r *run[T]) poll() {
 			r.beginRound()
 		}
 		r.mu.Lock()
+		now := time.Now()
 		gaveBack := map[*partition]bool{}
 		fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 			p := r.parts[tp{fp.Topic, fp.Partition}]
@@ -261,7 +271,7 @@ func (r *run[T]) poll() {
 				p.hwm = fp.HighWatermark
 			}
 			for i, rec := range fp.Records {
-				if r.full(p) && r.sess == nil {
+				if r.full(p, now) && r.sess == nil {
 					// Give the rest back: fetching of p starts again
 					// at rec once it has room.
 					r.pause(p)
@@ -272,7 +282,7 @@ func (r *run[T]) poll() {
 				}
 				r.hold(p, rec)
 			}
-			if r.full(p) {
+			if r.full(p, now) {
 				r.pause(p)
 			}
 		})
@@ -281,6 +291,41 @@ func (r *run[T]) poll() {
 		if r.sess != nil {
 			r.endRound()
 		}
+	}
+}
+
+// shed gives back, from each slow partition over its limit, the records
+// at its end that wait behind their lane's head, and pauses it, so that
+// a stuck ordered partition that filled the process makes room for the
+// others. They are fetched again once it has room. Called by the poller
+// with r.mu held.
+func (r *run[T]) shed(now time.Time) {
+	for _, p := range r.parts {
+		if p.revoked || !r.full(p, now) {
+			continue
+		}
+		cut := len(p.held)
+		for cut > 0 && p.held[cut-1].behind {
+			cut--
+		}
+		if cut == len(p.held) {
+			continue
+		}
+		from := p.held[cut].rec
+		for _, d := range p.held[cut:] {
+			d.lane.wait = slices.DeleteFunc(d.lane.wait, func(w *delivery) bool { return w == d })
+			d.behind, d.lane = false, nil
+			d.stage = dropped
+			p.unfinished--
+			p.bytes -= d.size()
+			r.held--
+			r.heldBytes -= d.size()
+		}
+		r.src.counters.givenBack.Add(uint64(len(p.held) - cut))
+		clear(p.held[cut:])
+		p.held = p.held[:cut]
+		r.pause(p)
+		r.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{p.tp.topic: {p.tp.partition: {Epoch: from.LeaderEpoch, Offset: from.Offset}}})
 	}
 }
 
@@ -300,22 +345,29 @@ func (r *run[T]) waitRoom() int {
 		if r.heldBytes >= r.c.maxBytes || (r.sess != nil && r.held > 0) {
 			room = 0
 		}
+		if room == 0 && r.sess == nil {
+			r.shed(time.Now())
+		}
 		r.mu.Unlock()
 		if room > 0 {
 			return room
 		}
+		t := time.NewTimer(slowAfter / 4)
 		select {
 		case <-r.wakePoll:
+		case <-t.C:
 		case <-r.stop.Done():
+			t.Stop()
 			return 0
 		}
+		t.Stop()
 	}
 }
 
 // hold takes a polled record into p and queues it for submission.
 // Called with r.mu held.
 func (r *run[T]) hold(p *partition, rec *kgo.Record) {
-	d := &delivery{rec: rec, part: p}
+	d := &delivery{rec: rec, part: p, polled: time.Now()}
 	p.held = append(p.held, d)
 	p.unfinished++
 	p.bytes += d.size()
@@ -346,6 +398,7 @@ func (r *run[T]) enqueue(d *delivery) {
 		d.lane = l
 		if l.busy {
 			l.wait = append(l.wait, d)
+			d.behind = true
 			return
 		}
 		l.busy = true
@@ -354,10 +407,25 @@ func (r *run[T]) enqueue(d *delivery) {
 	wake(r.wakeSubmit)
 }
 
-// full reports whether p holds its limit. Called with r.mu held.
-func (r *run[T]) full(p *partition) bool {
-	return p.unfinished >= r.c.partitionLimit || len(p.held) >= windowFactor*r.c.partitionLimit
+// full reports whether p should take no more records: it holds its
+// limit (with MaxPartitionInFlight unset: half of MaxInFlight, and only
+// once it is slow, its oldest unfinished record polled at least
+// slowAfter ago, since pausing a partition that keeps up only costs the
+// fetches after the resume), or it keeps too many finished records
+// behind an unfinished one. Called with r.mu held.
+func (r *run[T]) full(p *partition, now time.Time) bool {
+	switch {
+	case len(p.held) >= windowFactor*r.c.partitionLimit:
+		return true
+	case p.unfinished < r.c.partitionLimit:
+		return false
+	}
+	return r.c.strictLimit || p.oldest().Before(now.Add(-slowAfter))
 }
+
+// slowAfter is how long a partition's oldest unfinished record must have
+// been held for the partition to count as slow.
+const slowAfter = time.Second
 
 // pause pauses fetching of p. Called with r.mu held.
 func (r *run[T]) pause(p *partition) {

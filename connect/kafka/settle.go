@@ -208,7 +208,7 @@ func (r *run[T]) nextInLane(p *partition, l *lane, headDropped bool) {
 		wait := l.wait
 		l.wait = nil
 		for _, d := range wait {
-			d.lane = nil
+			d.lane, d.behind = nil, false
 			r.drop(d)
 		}
 	}
@@ -226,6 +226,7 @@ func (r *run[T]) nextInLane(p *partition, l *lane, headDropped bool) {
 	n := l.wait[0]
 	l.wait[0] = nil
 	l.wait = l.wait[1:]
+	n.behind = false
 	r.queue = append(r.queue, n)
 	wake(r.wakeSubmit)
 }

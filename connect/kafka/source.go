@@ -60,10 +60,16 @@ type Source[T any] struct {
 	// most one fetch. Default 64 MiB.
 	MaxBytes int64
 
-	// MaxPartitionInFlight is the number of held records at which fetching
-	// of one partition pauses (PauseFetchPartitions), so that a slow
-	// partition does not fill the process and starve the others; it
-	// resumes once half of them are finished. Default MaxInFlight/2.
+	// MaxPartitionInFlight is the number of unfinished records at which
+	// fetching of one partition pauses (PauseFetchPartitions), and the
+	// records of it that a poll brought beyond it are given back (fetched
+	// again later), so that a slow or stuck partition does not fill the
+	// process and starve the others; it resumes once half of them are
+	// finished. Unset, a partition pauses at half of MaxInFlight, and only
+	// once its oldest unfinished record has been held for a second: a
+	// partition that keeps up may use all of MaxInFlight, since pausing
+	// it would only cost the wait for the fetch after the resume (up to
+	// kgo.FetchMaxWait, 500ms unless Opts says otherwise).
 	MaxPartitionInFlight int
 
 	// Order says which records run one after another; see [Order].
@@ -176,6 +182,7 @@ type settings struct {
 	maxInFlight    int
 	maxBytes       int64
 	partitionLimit int
+	strictLimit    bool // MaxPartitionInFlight was set
 	maxAttempts    int
 	backoff        func(int) time.Duration
 	commitInterval time.Duration
@@ -239,6 +246,7 @@ func (s *Source[T]) settings() (settings, error) {
 		transactional:  s.TransactionalID != "",
 	}
 	c.partitionLimit = cmpOr(s.MaxPartitionInFlight, max(1, c.maxInFlight/2))
+	c.strictLimit = s.MaxPartitionInFlight > 0
 	if c.backoff == nil {
 		c.backoff = connect.Exponential(100*time.Millisecond, 10*time.Second)
 	}

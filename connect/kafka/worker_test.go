@@ -41,6 +41,8 @@ type workerSpec struct {
 	FlushSleep    time.Duration // each flush sleeps this long: a remote bulk call
 	Order         spk.Order
 	Transactional bool // exactly once, with TransactionalID "tx-" + Name
+	Work          int  // rounds of CPU work per record, in Start
+	Plain         bool // a plain franz-go consumer loop doing the same work instead of a Source
 }
 
 // workerMain is a worker process: it runs a Source on the jobs topic with
@@ -62,7 +64,11 @@ func workerMain() int {
 }
 
 func runWorker(ctx context.Context, spec workerSpec, out io.Writer) error {
+	if spec.Plain {
+		return runPlain(ctx, spec, out)
+	}
 	m := newMachine(spec.Name, spec.MaxItems, spec.FlushSleep)
+	m.work = spec.Work
 	p, err := statepipe.New[Job](m)
 	if err != nil {
 		return err
