@@ -11,7 +11,8 @@ import (
 
 // assigned is the OnPartitionsAssigned callback: each partition starts a
 // new ownership, at the group's committed offset.
-func (r *run[T]) assigned(_ context.Context, _ *kgo.Client, as map[string][]int32) {
+func (r *run[T]) assigned(_ context.Context, cl *kgo.Client, as map[string][]int32) {
+	r.clp.CompareAndSwap(nil, cl)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
@@ -27,16 +28,17 @@ func (r *run[T]) assigned(_ context.Context, _ *kgo.Client, as map[string][]int3
 	}
 	r.src.counters.assigned.Add(uint64(n))
 	// A pause is the client's and outlives an earlier ownership.
-	r.cl.ResumeFetchPartitions(as)
+	r.cl().ResumeFetchPartitions(as)
 	r.c.log.Info("statepipe/kafka: partitions assigned", "partitions", as)
 }
 
 // revoked is the OnPartitionsRevoked callback: the partitions stop taking
 // records, their requests get RevokeTimeout to finish, what finished is
 // committed, and the rest is given up uncommitted.
-func (r *run[T]) revoked(ctx context.Context, _ *kgo.Client, rev map[string][]int32) {
+func (r *run[T]) revoked(ctx context.Context, cl *kgo.Client, rev map[string][]int32) {
+	r.clp.CompareAndSwap(nil, cl)
 	if r.sess != nil {
-		r.lost(ctx, nil, rev) // the session aborts the transaction
+		r.lost(ctx, cl, rev) // the session aborts the transaction
 		return
 	}
 	r.mu.Lock()
@@ -91,7 +93,10 @@ func (r *run[T]) revoked(ctx context.Context, _ *kgo.Client, rev map[string][]in
 // so nothing can be committed; the partitions are given up at once. In a
 // transaction, a revoke is a loss too: the session aborts the transaction
 // and all its records run again.
-func (r *run[T]) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+func (r *run[T]) lost(_ context.Context, cl *kgo.Client, lost map[string][]int32) {
+	if cl != nil {
+		r.clp.CompareAndSwap(nil, cl)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	n := 0
@@ -119,7 +124,7 @@ func (r *run[T]) giveUp(p *partition) {
 	}
 	if p.paused {
 		p.paused = false
-		r.cl.ResumeFetchPartitions(map[string][]int32{p.tp.topic: {p.tp.partition}})
+		r.cl().ResumeFetchPartitions(map[string][]int32{p.tp.topic: {p.tp.partition}})
 	}
 	if r.parts[p.tp] == p {
 		delete(r.parts, p.tp)
@@ -179,7 +184,7 @@ func (r *run[T]) commit(parts []*partition) {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	ok := map[tp]bool{}
-	r.cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+	r.cl().CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
 		if err != nil {
 			r.src.counters.commitFailed.Add(uint64(len(sent)))
 			r.c.log.Warn("statepipe/kafka: commit failed", "err", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/statepipe/statepipe"
@@ -119,9 +120,11 @@ func (s *Source[T]) Run(ctx context.Context, p *statepipe.Pipelines[T]) error {
 
 // run is one Run of a Source.
 type run[T any] struct {
-	src  *Source[T]
-	c    settings
-	cl   *kgo.Client
+	src *Source[T]
+	c   settings
+	// clp is the client: set once it is made, or by the first group
+	// callback, which franz-go may call before NewClient has returned.
+	clp  atomic.Pointer[kgo.Client]
 	sess *kgo.GroupTransactSession // with TransactionalID
 	g    *statepipe.Group[T]
 	stop context.Context // ends when polling must stop: Run's ctx, or a fatal error
@@ -175,17 +178,19 @@ func (r *run[T]) connect(ctx context.Context) error {
 		kgo.OnPartitionsLost(r.lost),
 	)
 	var err error
+	var cl *kgo.Client
 	if r.c.transactional {
 		opts = append(opts, kgo.TransactionalID(s.TransactionalID), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 		if r.sess, err = kgo.NewGroupTransactSession(opts...); err == nil {
-			r.cl = r.sess.Client()
+			cl = r.sess.Client()
 		}
 	} else {
-		r.cl, err = kgo.NewClient(opts...)
+		cl, err = kgo.NewClient(opts...)
 	}
 	if err != nil {
 		return fmt.Errorf("statepipe/kafka: client: %w", err)
 	}
+	r.clp.CompareAndSwap(nil, cl)
 	need := append([]string(nil), s.Topics...)
 	if s.DeadLetter != "" {
 		need = append(need, s.DeadLetter)
@@ -193,12 +198,15 @@ func (r *run[T]) connect(ctx context.Context) error {
 	if s.Sink != nil {
 		need = append(need, s.Sink.Topic)
 	}
-	if err := CheckTopics(ctx, kadm.NewClient(r.cl), need...); err != nil {
-		r.cl.Close()
+	if err := CheckTopics(ctx, kadm.NewClient(r.cl()), need...); err != nil {
+		r.cl().Close()
 		return err
 	}
 	return nil
 }
+
+// cl returns the client.
+func (r *run[T]) cl() *kgo.Client { return r.clp.Load() }
 
 // closeClient commits what finished, gives up the rest and leaves the
 // group.
@@ -212,11 +220,11 @@ func (r *run[T]) closeClient() {
 		r.giveUp(p)
 	}
 	r.mu.Unlock()
-	r.cl.AllowRebalance()
+	r.cl().AllowRebalance()
 	if r.sess != nil {
 		r.sess.Close()
 	} else {
-		r.cl.Close()
+		r.cl().Close()
 	}
 }
 
@@ -228,9 +236,9 @@ func (r *run[T]) poll() {
 		if room == 0 {
 			return
 		}
-		fetches := r.cl.PollRecords(r.stop, room)
+		fetches := r.cl().PollRecords(r.stop, room)
 		if r.stop.Err() != nil {
-			r.cl.AllowRebalance()
+			r.cl().AllowRebalance()
 			r.endRound()
 			return
 		}
@@ -241,7 +249,7 @@ func (r *run[T]) poll() {
 			r.c.log.Warn("statepipe/kafka: fetch failed", "topic", topic, "partition", partition, "err", err)
 		})
 		if fetches.NumRecords() == 0 {
-			r.cl.AllowRebalance()
+			r.cl().AllowRebalance()
 			if fetches.Err() != nil {
 				// Do not spin on errors that persist.
 				select {
@@ -253,7 +261,7 @@ func (r *run[T]) poll() {
 		}
 		if r.sess != nil {
 			if err := r.sess.Begin(); err != nil {
-				r.cl.AllowRebalance()
+				r.cl().AllowRebalance()
 				r.fail(fmt.Errorf("statepipe/kafka: begin transaction: %w", err))
 				return
 			}
@@ -275,7 +283,7 @@ func (r *run[T]) poll() {
 					// Give the rest back: fetching of p starts again
 					// at rec once it has room.
 					r.pause(p)
-					r.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{p.tp.topic: {p.tp.partition: {Epoch: rec.LeaderEpoch, Offset: rec.Offset}}})
+					r.cl().SetOffsets(map[string]map[int32]kgo.EpochOffset{p.tp.topic: {p.tp.partition: {Epoch: rec.LeaderEpoch, Offset: rec.Offset}}})
 					r.src.counters.givenBack.Add(uint64(len(fp.Records) - i))
 					gaveBack[p] = true
 					break
@@ -287,7 +295,7 @@ func (r *run[T]) poll() {
 			}
 		})
 		r.mu.Unlock()
-		r.cl.AllowRebalance()
+		r.cl().AllowRebalance()
 		if r.sess != nil {
 			r.endRound()
 		}
@@ -325,7 +333,7 @@ func (r *run[T]) shed(now time.Time) {
 		clear(p.held[cut:])
 		p.held = p.held[:cut]
 		r.pause(p)
-		r.cl.SetOffsets(map[string]map[int32]kgo.EpochOffset{p.tp.topic: {p.tp.partition: {Epoch: from.LeaderEpoch, Offset: from.Offset}}})
+		r.cl().SetOffsets(map[string]map[int32]kgo.EpochOffset{p.tp.topic: {p.tp.partition: {Epoch: from.LeaderEpoch, Offset: from.Offset}}})
 	}
 }
 
@@ -434,7 +442,7 @@ func (r *run[T]) pause(p *partition) {
 	}
 	p.paused = true
 	r.src.counters.paused.Add(1)
-	r.cl.PauseFetchPartitions(map[string][]int32{p.tp.topic: {p.tp.partition}})
+	r.cl().PauseFetchPartitions(map[string][]int32{p.tp.topic: {p.tp.partition}})
 }
 
 // windowFactor bounds the finished records a partition keeps behind an
@@ -449,7 +457,7 @@ func (r *run[T]) resumeIfRoom(p *partition) {
 		return
 	}
 	p.paused = false
-	r.cl.ResumeFetchPartitions(map[string][]int32{p.tp.topic: {p.tp.partition}})
+	r.cl().ResumeFetchPartitions(map[string][]int32{p.tp.topic: {p.tp.partition}})
 }
 
 // submit is the submitter goroutine: it decodes and submits the queued

@@ -381,7 +381,7 @@ func (r *run[T]) produce(ctx context.Context, rec *kgo.Record, promise func(*kgo
 		r.sess.Produce(ctx, rec, promise)
 		return
 	}
-	r.cl.Produce(ctx, rec, promise)
+	r.cl().Produce(ctx, rec, promise)
 }
 
 // origin are the headers that name where a record came from.
