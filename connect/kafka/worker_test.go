@@ -39,6 +39,7 @@ type workerSpec struct {
 	MaxInFlight   int
 	MaxItems      int           // the Batcher's
 	FlushSleep    time.Duration // each flush sleeps this long: a remote bulk call
+	MaxFlushes    int           // the Batcher's flushes at once (a Source only)
 	Order         spk.Order
 	Transactional bool // exactly once, with TransactionalID "tx-" + Name
 	Work          int  // rounds of CPU work per record, in Start
@@ -69,6 +70,10 @@ func runWorker(ctx context.Context, spec workerSpec, out io.Writer) error {
 	}
 	m := newMachine(spec.Name, spec.MaxItems, spec.FlushSleep)
 	m.work = spec.Work
+	if spec.MaxFlushes > 1 {
+		m.bulk = statepipe.NewBatcher(m.flush, statepipe.MaxItems(spec.MaxItems), statepipe.MaxWait(2*time.Millisecond),
+			statepipe.MaxFlushes(spec.MaxFlushes))
+	}
 	p, err := statepipe.New[Job](m)
 	if err != nil {
 		return err
