@@ -99,7 +99,7 @@ func runWorkers(b *testing.B, procs, n int, spec workerSpec) time.Duration {
 	}
 	elapsed := time.Since(start)
 	for _, w := range ws {
-		w.stop(b)
+		stopWorker(b, w)
 	}
 	return elapsed
 }

@@ -26,12 +26,12 @@ func killRun(t *testing.T, n int, spec workerSpec) (jobs []string, got []Job, su
 		l := lag(t, adm)
 		return l >= 0 && l <= int64(3*n/4)
 	})
-	ws[0].kill(t)
+	ws[0].Kill(t)
 	t.Logf("killed w0 after %v, with lag %d", time.Since(start).Round(time.Millisecond), lag(t, adm))
 	waitFor(t, 60*time.Second, "every record committed", func() bool { return lag(t, adm) == 0 })
 	t.Logf("all committed %v after the start", time.Since(start).Round(time.Millisecond))
 	for _, w := range ws[1:] {
-		s := w.stop(t)
+		s := stopWorker(t, w)
 		t.Logf("survivor: %+v", s)
 		survivors = append(survivors, s)
 	}

@@ -113,11 +113,7 @@ func TestNoDeadLetterTopicCommitsFailures(t *testing.T) {
 	produceJobs(t, addrs, jobs, nil)
 	src := newSource(addrs)
 	src.DeadLetter = ""
-	stop := runSource(t, src, newPipelines(t, newMachine("w", 10, 0)))
-	waitFor(t, 30*time.Second, "every record committed", func() bool { return lag(t, adm) == 0 })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runToEnd(t, adm, src, newPipelines(t, newMachine("w", 10, 0)), len(jobs))
 	if st := src.Stats(); st.DeadLettered != 2 || st.Done != uint64(len(jobs)) {
 		t.Errorf("stats %+v: want 2 dead-lettered of %d done", st, len(jobs))
 	}
@@ -265,11 +261,7 @@ func TestOrderedSourcesRunEachLaneInOffsetOrder(t *testing.T) {
 			}
 			src := newSource(addrs)
 			src.Order = tc.order
-			stop := runSource(t, src, newPipelines(t, m))
-			waitFor(t, 30*time.Second, "every record committed", func() bool { return src.Stats().Done == 300 && lag(t, adm) == 0 })
-			if err := stop(); err != nil {
-				t.Fatal(err)
-			}
+			runToEnd(t, adm, src, newPipelines(t, m), len(jobs))
 			if lane, ok := log.increasing(); !ok {
 				t.Errorf("out of order: %s", lane)
 			}
@@ -310,11 +302,7 @@ func TestCoreRetriesRunOutIntoSourceRetries(t *testing.T) {
 	src := newSource(addrs)
 	src.MaxAttempts = 3
 	p := newPipelines(t, m, statepipe.WithRetry(statepipe.Backoff{Attempts: 2, Initial: time.Millisecond}))
-	stop := runSource(t, src, p)
-	waitFor(t, 30*time.Second, "every record committed", func() bool { return lag(t, adm) == 0 })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runToEnd(t, adm, src, p, len(jobs))
 	dead := readTopic(t, addrs, adm, dlqTopic)
 	if len(dead) != 1 || header(dead[0], connect.HeaderKind) != connect.KindExhausted || header(dead[0], connect.HeaderDelivered) != "3" {
 		t.Fatalf("dead letters %v: want down-1 once, exhausted after 3 deliveries", dead)
@@ -347,12 +335,7 @@ func TestWithKeyKeepsPerKeyOrderOfAnUnorderedSource(t *testing.T) {
 		log.note(fmt.Sprintf("%d/%s", rec.Partition, rec.Key), rec.Offset)
 	}
 	p := newPipelines(t, m, statepipe.WithPipelines(4), statepipe.WithKey(func(j Job) string { return j.ID[:2] }))
-	src := newSource(addrs)
-	stop := runSource(t, src, p)
-	waitFor(t, 30*time.Second, "every record committed", func() bool { return src.Stats().Done == 300 && lag(t, adm) == 0 })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runToEnd(t, adm, newSource(addrs), p, len(jobs))
 	if lane, ok := log.increasing(); !ok {
 		t.Errorf("out of order: %s", lane)
 	}

@@ -397,6 +397,19 @@ func runSource(t testing.TB, src *spk.Source[Job], p *statepipe.Pipelines[Job]) 
 	return stop
 }
 
+// runToEnd runs src on p until it has finished n records and the group
+// has committed them all, then stops it.
+func runToEnd(t testing.TB, adm *kadm.Client, src *spk.Source[Job], p *statepipe.Pipelines[Job], n int) {
+	t.Helper()
+	stop := runSource(t, src, p)
+	waitFor(t, 30*time.Second, "every record finished and committed", func() bool {
+		return src.Stats().Done == uint64(n) && lag(t, adm) == 0
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after timeout.
 func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()

@@ -1,13 +1,11 @@
 package kafka_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -16,6 +14,7 @@ import (
 	"time"
 
 	"github.com/statepipe/statepipe"
+	"github.com/statepipe/statepipe/connect/internal/proctest"
 	spk "github.com/statepipe/statepipe/connect/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -26,9 +25,7 @@ import (
 const workerEnv = "STATEPIPE_KAFKA_WORKER"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(workerEnv) != "" {
-		os.Exit(workerMain())
-	}
+	proctest.Main(workerEnv, workerMain)
 	os.Exit(m.Run())
 }
 
@@ -49,9 +46,9 @@ type workerSpec struct {
 // workerMain is a worker process: it runs a Source on the jobs topic with
 // the tests' machine and a Sink to the results topic until SIGTERM; then
 // it drains and prints its stats as JSON on stdout.
-func workerMain() int {
+func workerMain(js string) int {
 	var spec workerSpec
-	if err := json.Unmarshal([]byte(os.Getenv(workerEnv)), &spec); err != nil {
+	if err := json.Unmarshal([]byte(js), &spec); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		return 2
 	}
@@ -98,59 +95,20 @@ func runWorker(ctx context.Context, spec workerSpec, out io.Writer) error {
 	return nil
 }
 
-// worker is a worker process started by a test.
-type worker struct {
-	cmd   *exec.Cmd
-	lines chan string // its stdout, line by line; closed at its end
-}
-
 // startWorkers starts n worker processes, waits until each is ready and
 // the group has them all, each with partitions.
-func startWorkers(t testing.TB, adm *kadm.Client, n int, spec workerSpec) []*worker {
+func startWorkers(t testing.TB, adm *kadm.Client, n int, spec workerSpec) []*proctest.Proc {
 	t.Helper()
-	ws := make([]*worker, n)
-	for i := range ws {
+	names, specs := make([]string, n), make([]string, n)
+	for i := range n {
 		spec.Name = "w" + strconv.Itoa(i)
 		b, err := json.Marshal(spec)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), workerEnv+"="+string(b))
-		cmd.Stderr = &prefixWriter{t: t, prefix: spec.Name + ": "}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		w := &worker{cmd: cmd, lines: make(chan string, 16)}
-		go func() {
-			defer close(w.lines)
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				w.lines <- sc.Text()
-			}
-		}()
-		ws[i] = w
-		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-			}
-		})
+		names[i], specs[i] = spec.Name, string(b)
 	}
-	for i, w := range ws {
-		select {
-		case l := <-w.lines:
-			if l != "ready" {
-				t.Fatalf("worker %d: %q, want ready", i, l)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("worker %d not ready after 30s", i)
-		}
-	}
+	ws := proctest.Start(t, workerEnv, names, specs)
 	waitFor(t, 30*time.Second, fmt.Sprintf("a stable group of %d members with partitions", n), func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -172,47 +130,16 @@ func startWorkers(t testing.TB, adm *kadm.Client, n int, spec workerSpec) []*wor
 	return ws
 }
 
-// stop ends the worker with SIGTERM and returns its stats.
-func (w *worker) stop(t testing.TB) spk.Stats {
+// stopWorker ends w with SIGTERM and returns its stats.
+func stopWorker(t testing.TB, w *proctest.Proc) spk.Stats {
 	t.Helper()
-	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
 	var stats spk.Stats
-	for l := range w.lines {
+	for _, l := range w.Stop(t) {
 		if js, ok := strings.CutPrefix(l, "stats "); ok {
 			if err := json.Unmarshal([]byte(js), &stats); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if err := w.cmd.Wait(); err != nil {
-		t.Fatalf("worker: %v", err)
-	}
 	return stats
-}
-
-// kill ends the worker with SIGKILL: no drain, no commits, no leaving the
-// group.
-func (w *worker) kill(t testing.TB) {
-	t.Helper()
-	if err := w.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	for range w.lines {
-	}
-	_ = w.cmd.Wait()
-}
-
-// prefixWriter logs a worker's stderr through the test.
-type prefixWriter struct {
-	t      testing.TB
-	prefix string
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		p.t.Log(p.prefix + l)
-	}
-	return len(b), nil
 }
