@@ -174,8 +174,8 @@ func runKafka(e env, cfg demoConfig, t *tree) error {
 	}
 	collector := &kafka.Source[File]{
 		Brokers: brokers, Group: kafkaCollectorGroup, Topics: []string{kafkaRowsTopic},
-		Opts:    append(kafkaGroupOpts(), kgo.FetchIsolationLevel(kgo.ReadCommitted())),
-		Decode:  decodeFile, MaxInFlight: inFlight, DeadLetter: kafkaDeadTopic,
+		Opts:   append(kafkaGroupOpts(), kgo.FetchIsolationLevel(kgo.ReadCommitted())),
+		Decode: decodeFile, MaxInFlight: inFlight, DeadLetter: kafkaDeadTopic,
 		CommitInterval: 200 * time.Millisecond,
 	}
 	collectCtx, stopCollector := context.WithCancel(ctx)
