@@ -125,11 +125,17 @@ func ids(prefix string, n int) []string {
 // committed read never returns).
 func readTopic(t testing.TB, addrs []string, adm *kadm.Client, topic string) []*kgo.Record {
 	t.Helper()
+	return readTopicAs(t, addrs, adm, topic, kgo.ReadCommitted())
+}
+
+// readTopicAs is readTopic at the given isolation level.
+func readTopicAs(t testing.TB, addrs []string, adm *kadm.Client, topic string, level kgo.IsolationLevel) []*kgo.Record {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	left := endOffsets(t, adm, topic)
 	cl, err := kgo.NewClient(kgo.SeedBrokers(addrs...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(level),
 		kgo.FetchMaxWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
