@@ -12,7 +12,9 @@ import (
 	"github.com/statepipe/statepipe"
 	"github.com/statepipe/statepipe/connect"
 	spk "github.com/statepipe/statepipe/connect/kafka"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 func header(r *kgo.Record, key string) string {
@@ -377,4 +379,69 @@ func TestStuckOrderedPartitionGivesBackItsQueue(t *testing.T) {
 	}
 	wantEveryResult(t, results(t, addrs, adm), jobs, 1)
 	t.Logf("stats: %+v", src.Stats())
+}
+
+// A dead letter the brokers refuse is produced again after a backoff, and
+// its record is not committed until it is stored: a record is never
+// committed without a trace.
+func TestRefusedDeadLetterIsRetriedBeforeTheCommit(t *testing.T) {
+	c, addrs, adm := newClusterC(t, 1)
+	jobs := append(ids("ok", 5), "bad-1")
+	produceJobs(t, addrs, jobs, nil)
+	var mu sync.Mutex
+	refusing, refused := true, 0
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		mu.Lock()
+		defer mu.Unlock()
+		// Only dead letters are produced in this test (no Sink).
+		if !refusing {
+			return nil, nil, false
+		}
+		refused++
+		pr := req.(*kmsg.ProduceRequest)
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range pr.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	src := newSource(addrs)
+	src.Sink = nil
+	src.Backoff = func(int) time.Duration { return 20 * time.Millisecond }
+	stop := runSource(t, src, newPipelines(t, newMachine("w", 10, 0)))
+	waitFor(t, 30*time.Second, "the dead letter refused twice", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return refused >= 2
+	})
+	time.Sleep(4 * 50 * time.Millisecond) // commit intervals
+	if got := committed(t, adm)[0]; got != 5 {
+		t.Errorf("committed %d while the dead letter of offset 5 was refused; want 5", got)
+	}
+	if st := src.Stats(); st.Held != 1 || st.DeadLettered != 0 {
+		t.Errorf("stats %+v: want the record held, nothing dead-lettered yet", st)
+	}
+	mu.Lock()
+	refusing = false
+	mu.Unlock()
+	waitFor(t, 30*time.Second, "everything committed", func() bool { return lag(t, adm) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	dead := readTopic(t, addrs, adm, dlqTopic)
+	if len(dead) != 1 || string(dead[0].Value) != "bad-1" {
+		t.Fatalf("dead letters %v, want bad-1 once", dead)
+	}
+	if st := src.Stats(); st.DeadLettered != 1 {
+		t.Errorf("stats %+v: want 1 dead-lettered", st)
+	}
 }

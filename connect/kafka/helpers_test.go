@@ -59,6 +59,14 @@ var groupTimeouts = []kgo.Opt{
 // at the end of the test.
 func newCluster(t testing.TB, partitions int32) (addrs []string, adm *kadm.Client) {
 	t.Helper()
+	_, addrs, adm = newClusterC(t, partitions)
+	return addrs, adm
+}
+
+// newClusterC is newCluster that also returns the cluster, for tests
+// that control its requests.
+func newClusterC(t testing.TB, partitions int32) (c *kfake.Cluster, addrs []string, adm *kadm.Client) {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +88,7 @@ func newCluster(t testing.TB, partitions int32) (addrs []string, adm *kadm.Clien
 	); err != nil {
 		t.Fatal(err)
 	}
-	return addrs, adm
+	return c, addrs, adm
 }
 
 // produceJobs produces the ids to the jobs topic, each with key key(i)
