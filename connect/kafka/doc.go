@@ -76,11 +76,20 @@
 //
 // A Source holds at most MaxInFlight records and MaxBytes of keys and
 // values (fetched and not yet finished), and polls only when there is
-// room. A partition that holds MaxPartitionInFlight records is paused
-// (franz-go's PauseFetchPartitions) and the records of it that arrived
-// in the same poll are given back (fetched again later), so a slow or
+// room; franz-go then stops fetching too, once its buffer is full. A
+// partition that holds MaxPartitionInFlight unfinished records is paused
+// (franz-go's PauseFetchPartitions) and the records of it that arrived in
+// the same poll are given back (fetched again later), so that a slow or
 // stuck partition does not fill the process and stall the others; it
-// resumes once half of them are finished.
+// resumes once half of them are finished. Pausing has a cost, the wait
+// for the fetch after the resume, so with MaxPartitionInFlight unset a
+// partition is paused only once it is slow (half of MaxInFlight held, the
+// oldest for a second), and a partition that keeps up may use all of
+// MaxInFlight. In an ordered Source, a stuck partition's records queue
+// behind its head; once the process is full, a slow partition gives those
+// back. An Unordered Source cannot give back records already in the
+// pipeline: if many records of one partition are stuck at once, set
+// MaxPartitionInFlight to keep room for the others.
 //
 // # Order
 //

@@ -13,6 +13,7 @@ import (
 	"github.com/statepipe/statepipe/connect"
 	spk "github.com/statepipe/statepipe/connect/kafka"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -388,41 +389,12 @@ func TestRefusedDeadLetterIsRetriedBeforeTheCommit(t *testing.T) {
 	c, addrs, adm := newClusterC(t, 1)
 	jobs := append(ids("ok", 5), "bad-1")
 	produceJobs(t, addrs, jobs, nil)
-	var mu sync.Mutex
-	refusing, refused := true, 0
-	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		c.KeepControl()
-		mu.Lock()
-		defer mu.Unlock()
-		// Only dead letters are produced in this test (no Sink).
-		if !refusing {
-			return nil, nil, false
-		}
-		refused++
-		pr := req.(*kmsg.ProduceRequest)
-		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
-		for _, rt := range pr.Topics {
-			st := kmsg.NewProduceResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewProduceResponseTopicPartition()
-				sp.Partition = rp.Partition
-				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
-	})
+	gate := refuseProduces(c)
 	src := newSource(addrs)
 	src.Sink = nil
 	src.Backoff = func(int) time.Duration { return 20 * time.Millisecond }
 	stop := runSource(t, src, newPipelines(t, newMachine("w", 10, 0)))
-	waitFor(t, 30*time.Second, "the dead letter refused twice", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return refused >= 2
-	})
+	waitFor(t, 30*time.Second, "the dead letter refused twice", func() bool { return gate.refused() >= 2 })
 	time.Sleep(4 * 50 * time.Millisecond) // commit intervals
 	if got := committed(t, adm)[0]; got != 5 {
 		t.Errorf("committed %d while the dead letter of offset 5 was refused; want 5", got)
@@ -430,9 +402,7 @@ func TestRefusedDeadLetterIsRetriedBeforeTheCommit(t *testing.T) {
 	if st := src.Stats(); st.Held != 1 || st.DeadLettered != 0 {
 		t.Errorf("stats %+v: want the record held, nothing dead-lettered yet", st)
 	}
-	mu.Lock()
-	refusing = false
-	mu.Unlock()
+	gate.open()
 	waitFor(t, 30*time.Second, "everything committed", func() bool { return lag(t, adm) == 0 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -444,4 +414,78 @@ func TestRefusedDeadLetterIsRetriedBeforeTheCommit(t *testing.T) {
 	if st := src.Stats(); st.DeadLettered != 1 {
 		t.Errorf("stats %+v: want 1 dead-lettered", st)
 	}
+}
+
+// produceGate refuses every produce request the cluster gets, with
+// TOPIC_AUTHORIZATION_FAILED (which the client does not retry), until it
+// is opened.
+type produceGate struct {
+	mu      sync.Mutex
+	closed  bool
+	refusal int
+}
+
+func refuseProduces(c *kfake.Cluster) *produceGate {
+	g := &produceGate{closed: true}
+	c.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if !g.closed {
+			return nil, nil, false
+		}
+		g.refusal++
+		pr := req.(*kmsg.ProduceRequest)
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range pr.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID // by name, or by ID in newer versions
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	return g
+}
+
+func (g *produceGate) refused() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.refusal
+}
+
+func (g *produceGate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = false
+}
+
+// A result the brokers refuse fails its record like a retryable error:
+// the record runs again, and is committed only once its result is stored.
+func TestRefusedResultRunsTheRecordAgain(t *testing.T) {
+	c, addrs, adm := newClusterC(t, 1)
+	jobs := ids("res", 3)
+	produceJobs(t, addrs, jobs, nil)
+	gate := refuseProduces(c)
+	src := newSource(addrs)
+	src.MaxAttempts = 100
+	src.Backoff = func(int) time.Duration { return 20 * time.Millisecond }
+	stop := runSource(t, src, newPipelines(t, newMachine("w", 10, 0)))
+	waitFor(t, 30*time.Second, "results refused", func() bool { return src.Stats().Retried >= 3 })
+	time.Sleep(4 * 50 * time.Millisecond) // commit intervals
+	if got, ok := committed(t, adm)[0]; ok && got > 0 {
+		t.Errorf("committed %d with every result refused", got)
+	}
+	gate.open()
+	waitFor(t, 30*time.Second, "everything committed", func() bool { return lag(t, adm) == 0 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	got := wantEveryResult(t, results(t, addrs, adm), jobs, 1)
+	t.Logf("results %v after %d refused produces; stats %+v", got, gate.refused(), src.Stats())
 }
