@@ -286,7 +286,8 @@ type recordKey struct{}
 // Record returns the Kafka record a request was decoded from, for a
 // stage to read its key, headers, partition or offset; nil if ctx is not
 // the context of a request from a Source. The record must not be
-// modified.
+// modified, and is the request's until it comes out of the group: the
+// Source then drops its key, value and headers.
 func Record(ctx context.Context) *kgo.Record {
 	if d := deliveryOf(ctx); d != nil {
 		return d.rec
