@@ -193,20 +193,7 @@ func BenchmarkW3(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer p.Close()
-		perItem(b, w3Items, func() {
-			g := p.NewGroup()
-			go func() {
-				defer g.Close()
-				for range w3Items {
-					_ = g.Submit(context.Background(), item{})
-				}
-			}()
-			for r := range g.Out() {
-				if r.Err != nil || r.Data.n != 2 {
-					b.Fatalf("bad result %+v", r)
-				}
-			}
-		})
+		perItem(b, w3Items, func() { submitAndCheckW3(b, p, w3Items) })
 		report(b, svc)
 	})
 	b.Run("per-item", func(b *testing.B) {
@@ -241,6 +228,23 @@ func BenchmarkW3(b *testing.B) {
 		perItem(b, w3Items, func() { classicBatched(svc) })
 		report(b, svc)
 	})
+}
+
+// submitAndCheckW3 submits n W3 items to a new group of p and checks that
+// each came out validated and enriched.
+func submitAndCheckW3(b *testing.B, p *Pipelines[item], n int) {
+	g := p.NewGroup()
+	go func() {
+		defer g.Close()
+		for range n {
+			_ = g.Submit(context.Background(), item{})
+		}
+	}()
+	for r := range g.Out() {
+		if r.Err != nil || r.Data.n != 2 {
+			b.Fatalf("bad result %+v", r)
+		}
+	}
 }
 
 // checkW3Results receives every enriched item, as statepipe's consumer

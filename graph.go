@@ -119,7 +119,9 @@ func (p *Pipelines[T]) Graph() Graph {
 }
 
 // Mermaid renders the graph as a Mermaid flowchart. Each edge reads
-// "From -->|count| To"; batchers are hexagons, and the ends rounded.
+// "From -->|count| To", or "From -->|count · mean| To" where the mean time
+// in From before the edge is known; batchers are hexagons, and the ends
+// rounded.
 func (g Graph) Mermaid() string {
 	var b strings.Builder
 	b.WriteString("flowchart LR\n")
@@ -129,12 +131,17 @@ func (g Graph) Mermaid() string {
 		}
 	}
 	for _, e := range g.Edges {
-		fmt.Fprintf(&b, "    %s -->|%d| %s\n", mermaidID(e.From), e.Count, mermaidID(e.To))
+		label := fmt.Sprint(e.Count)
+		if e.MeanLatency > 0 {
+			label += " · " + shortDuration(e.MeanLatency).String()
+		}
+		fmt.Fprintf(&b, "    %s -->|%s| %s\n", mermaidID(e.From), label, mermaidID(e.To))
 	}
 	return b.String()
 }
 
-// DOT renders the graph in the Graphviz language.
+// DOT renders the graph in the Graphviz language. Edge labels are the
+// count, and under it the mean time in From before the edge where known.
 func (g Graph) DOT() string {
 	var b strings.Builder
 	b.WriteString("digraph statepipe {\n    rankdir=LR;\n    node [shape=box];\n")
@@ -154,10 +161,25 @@ func (g Graph) DOT() string {
 		fmt.Fprintf(&b, "    %q [label=%q%s];\n", n.Name, n.Name, attrs)
 	}
 	for _, e := range g.Edges {
-		fmt.Fprintf(&b, "    %q -> %q [label=\"%d\"];\n", e.From, e.To, e.Count)
+		label := fmt.Sprint(e.Count)
+		if e.MeanLatency > 0 {
+			label += "\n" + shortDuration(e.MeanLatency).String()
+		}
+		fmt.Fprintf(&b, "    %q -> %q [label=%q];\n", e.From, e.To, label)
 	}
 	b.WriteString("}\n")
 	return b.String()
+}
+
+// shortDuration rounds d to three significant digits for a label: 1.23ms,
+// 45.6µs.
+func shortDuration(d time.Duration) time.Duration {
+	for unit := time.Duration(1); unit < time.Hour; unit *= 10 {
+		if d < 1000*unit {
+			return d.Round(unit)
+		}
+	}
+	return d.Round(time.Second)
 }
 
 // touches reports whether an edge starts or ends at the named node.

@@ -113,6 +113,9 @@ func TestGraphMatchesRoutesTaken(t *testing.T) {
 
 func TestGraphRendering(t *testing.T) {
 	g := runRoutes(t).Graph()
+	for i := range g.Edges { // sampled, so not the same from run to run: TestGraphLabelsShowMeanLatency
+		g.Edges[i].MeanLatency = 0
+	}
 	for _, tc := range []struct {
 		file string
 		text string
@@ -151,6 +154,19 @@ func TestGraphDOTParses(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "<svg") {
 		t.Fatalf("dot rejected the graph: %v\n%s", err, out)
+	}
+}
+
+func TestGraphLabelsShowMeanLatency(t *testing.T) {
+	g := Graph{Edges: []GraphEdge{
+		{From: "Start", To: "Save", Count: 7, MeanLatency: 1234567 * time.Nanosecond},
+		{From: "(in)", To: "Start", Count: 7},
+	}}
+	if m := g.Mermaid(); !strings.Contains(m, "Start -->|7 · 1.23ms| Save") || !strings.Contains(m, "_in_ -->|7| Start") {
+		t.Errorf("Mermaid labels:\n%s", m)
+	}
+	if d := g.DOT(); !strings.Contains(d, `"Start" -> "Save" [label="7\n1.23ms"];`) || !strings.Contains(d, `"(in)" -> "Start" [label="7"];`) {
+		t.Errorf("DOT labels:\n%s", d)
 	}
 }
 

@@ -91,7 +91,7 @@ type KeyStats struct {
 const keyShards = 64
 
 // maxSpareLines is how many lines a shard keeps for new keys.
-const maxSpareLines = 64
+const maxSpareLines = 16
 
 type keyTable[T any, K comparable] struct {
 	p        *Pipelines[T]

@@ -239,7 +239,9 @@ func (p *Pipelines[T]) Stages() []string {
 }
 
 // Close stops intake (Submit returns ErrClosed), closes every group, lets
-// the requests inside the machine finish (batches pending are flushed),
+// the requests inside the machine finish (batches pending are flushed;
+// requests waiting out a retry's backoff or for their key's turn are
+// inside too, and are waited for: cancel their contexts to end them),
 // waits for every goroutine it started, and then calls the machine's
 // Close. It never waits for consumers: results not yet received stay in
 // their group's Out, which closes after the last one (see [Group.Out] for

@@ -60,12 +60,7 @@ func TestRetryWaitsTheBackoffExactlyWithoutJitter(t *testing.T) {
 			}
 			return nil
 		})
-		p := mustNew[int](t, m, WithRetry(Backoff{Attempts: 5, Initial: 100 * time.Millisecond, Multiplier: 3, Max: 500 * time.Millisecond}))
-		g := p.NewGroup()
-		mustSubmit(t, g, context.Background(), 0)
-		g.Close()
-		out := drainWithin(t, g, time.Hour)
-		p.Close()
+		p, out := runOne(t, m, WithRetry(Backoff{Attempts: 5, Initial: 100 * time.Millisecond, Multiplier: 3, Max: 500 * time.Millisecond}))
 
 		if len(out) != 1 || out[0].Err != nil || out[0].Data != chainOut(0) {
 			t.Fatalf("results %+v: want one success", out)
@@ -144,12 +139,7 @@ func TestRetryJitterShortensWaitsWithinItsShare(t *testing.T) {
 func TestRetryGivesUpWithARetryErrorReachingTheCause(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m, log := failingA(func(Request[int]) error { return Retry(errFlaky) })
-		p := mustNew[int](t, m, WithRetry(Backoff{Attempts: 3, Initial: time.Millisecond}))
-		g := p.NewGroup()
-		mustSubmit(t, g, context.Background(), 0)
-		g.Close()
-		out := drainWithin(t, g, time.Hour)
-		p.Close()
+		_, out := runOne(t, m, WithRetry(Backoff{Attempts: 3, Initial: time.Millisecond}))
 
 		var re *RetryError
 		if len(out) != 1 || !errors.As(out[0].Err, &re) {
@@ -170,12 +160,7 @@ func TestRetryGivesUpWithARetryErrorReachingTheCause(t *testing.T) {
 func TestUnmarkedErrorIsNeverRetried(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m, log := failingA(func(Request[int]) error { return errFlaky })
-		p := mustNew[int](t, m)
-		g := p.NewGroup()
-		mustSubmit(t, g, context.Background(), 0)
-		g.Close()
-		out := drainWithin(t, g, time.Hour)
-		p.Close()
+		_, out := runOne(t, m)
 		if len(out) != 1 || out[0].Err != errFlaky {
 			t.Fatalf("results %+v: want the error as it was", out)
 		}
@@ -188,12 +173,7 @@ func TestUnmarkedErrorIsNeverRetried(t *testing.T) {
 func TestDefaultPolicyRetriesThreeTimesWithJitter(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m, log := failingA(func(Request[int]) error { return Retry(errFlaky) })
-		p := mustNew[int](t, m)
-		g := p.NewGroup()
-		mustSubmit(t, g, context.Background(), 0)
-		g.Close()
-		out := drainWithin(t, g, time.Hour)
-		p.Close()
+		_, out := runOne(t, m)
 		at := log.times(0)
 		if len(at) != 3 || !errors.As(out[0].Err, new(*RetryError)) {
 			t.Fatalf("attempts at %v, result %v: want 3 attempts and a RetryError", at, out[0].Err)
@@ -307,12 +287,7 @@ func TestRetryIsNotACycleUnderDAG(t *testing.T) {
 			}
 			return nil
 		})
-		p := mustNew[int](t, m, WithDAG(), WithRetry(Backoff{Initial: time.Millisecond}))
-		g := p.NewGroup()
-		mustSubmit(t, g, context.Background(), 0)
-		g.Close()
-		out := drainWithin(t, g, time.Hour)
-		p.Close()
+		p, out := runOne(t, m, WithDAG(), WithRetry(Backoff{Initial: time.Millisecond}))
 		if len(out) != 1 || out[0].Err != nil {
 			t.Fatalf("results %+v: want success", out)
 		}
@@ -474,7 +449,11 @@ func TestFlushMarkedErrorRetriesMembersWithoutTheirOwn(t *testing.T) {
 		errOwn := errors.New("bad item")
 		b := NewBatcher(func(_ context.Context, batch []Request[int]) error {
 			if calls.Add(1) == 1 {
-				batch[0].Err = errOwn
+				for i := range batch {
+					if batch[i].Data == 0 {
+						batch[i].Err = errOwn
+					}
+				}
 				return Retry(errFlaky) // the service was down
 			}
 			for i := range batch {
@@ -549,6 +528,19 @@ func TestCancelWhileWaitingToRejoinABatch(t *testing.T) {
 		}
 		p.Close()
 	})
+}
+
+// runOne runs request 0 through m and closes: the Pipelines (to read
+// their stats) and what came out.
+func runOne(t *testing.T, m *chainM, opts ...Option) (*Pipelines[int], []Request[int]) {
+	t.Helper()
+	p := mustNew[int](t, m, opts...)
+	g := p.NewGroup()
+	mustSubmit(t, g, context.Background(), 0)
+	g.Close()
+	out := drainWithin(t, g, time.Hour)
+	p.Close()
+	return p, out
 }
 
 // exactlyOnceInts checks that 0..n-1 came out once each as chainOut(i).

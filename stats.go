@@ -10,7 +10,9 @@ import (
 // Stats is a snapshot of what the Pipelines have done. Each worker
 // publishes its counts every 64 requests and whenever it waits for work,
 // so while work goes on a snapshot may trail by up to 64 requests per
-// worker; once the Pipelines are idle or closed it is exact.
+// worker. It is exact once every worker waits for work, which is a moment
+// after the last result came out, not at once, and once the Pipelines are
+// closed.
 type Stats struct {
 	Submitted uint64 // requests accepted by Submit
 	Completed uint64 // came out with Err == nil

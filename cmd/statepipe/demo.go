@@ -78,8 +78,8 @@ func parseDemoFlags(args []string, stdout io.Writer) (demoConfig, error) {
 	fs.SetOutput(io.Discard) // errors are reported once, by run
 	fs.StringVar(&c.src, "src", "", "the tree `DIR` to load (default $(go env GOROOT)/src)")
 	fs.StringVar(&c.db, "db", "statepipe-demo.db", "the SQLite database `FILE` to write;\nthe demo's data from a previous run is replaced")
-	fs.IntVar(&c.pipelines, "pipelines", runtime.GOMAXPROCS(0),
-		fmt.Sprintf("`N` pipelines in parallel, each one worker per stage\n(default GOMAXPROCS, here %d)", runtime.GOMAXPROCS(0)))
+	fs.IntVar(&c.pipelines, "pipelines", 0,
+		fmt.Sprintf("`N` pipelines in parallel, each one worker per stage; 0 (the default)\nautoscales the workers between %d and %d, since reading files waits on the disk", autoscaleMin, autoscaleMax()))
 	fs.IntVar(&c.batch, "batch", 500, "at most `N` rows per bulk INSERT: the Batcher's MaxItems")
 	fs.DurationVar(&c.linger, "linger", 20*time.Millisecond, "a batch waits at most `D` after its first row for more:\nthe Batcher's MaxWait")
 	fs.BoolVar(&c.ordered, "ordered", false, "release each group's results in submission order\n(a slow file holds back the ones submitted after it)")
@@ -103,8 +103,8 @@ func parseDemoFlags(args []string, stdout io.Writer) (demoConfig, error) {
 	switch {
 	case len(pos) > 0:
 		return bad("demo takes no arguments, got %q", pos[0])
-	case c.pipelines < 1:
-		return bad("--pipelines must be at least 1, got %d", c.pipelines)
+	case c.pipelines < 0:
+		return bad("--pipelines must be at least 1, or 0 (the default) to autoscale; got %d", c.pipelines)
 	case c.batch < 1 || c.batch > maxBatch:
 		return bad("--batch must be between 1 and %d, got %d", maxBatch, c.batch)
 	case c.linger < 0 || c.linger > maxLinger:

@@ -29,11 +29,11 @@ func demoWorkerCommand(args []string, e env) error {
 	fs.StringVar(&url, "nats", "", "the NATS server's URL")
 	fs.StringVar(&src, "src", "", "the source tree")
 	fs.IntVar(&id, "id", 0, "the worker's number")
-	fs.IntVar(&pipelines, "pipelines", 1, "pipelines in this worker")
+	fs.IntVar(&pipelines, "pipelines", 0, "pipelines in this worker; 0 autoscales")
 	if _, err := parseFlags(fs, workerCommandName, args); err != nil {
 		return err
 	}
-	if url == "" || src == "" || pipelines < 1 {
+	if url == "" || src == "" || pipelines < 0 {
 		return usageError{cmd: "demo", msg: workerCommandName + " is started by demo --workers"}
 	}
 	ctx, stop := context.WithCancel(e.stop)
@@ -59,7 +59,7 @@ func demoWorkerCommand(args []string, e env) error {
 	// The demo's machine, up to Store: the collector stores.
 	m := newETL(src, nil, nil)
 	p, err := statepipe.New[File](m,
-		statepipe.WithPipelines(pipelines),
+		workerCount(pipelines),
 		statepipe.WithMiddleware(func(stage string, r statepipe.Request[File], next statepipe.Stage[File]) statepipe.Request[File] {
 			if stage == "Store" {
 				return r // finished here; the Sink publishes the row

@@ -117,7 +117,7 @@ func runDistributed(e env, cfg demoConfig, t *tree) error {
 		statepipe.BatchName("sqlite"), statepipe.NoIdleFlush())
 	inFlight := max(1024, 2*cfg.batch)
 	p, err := statepipe.New[File](m,
-		statepipe.WithPipelines(cfg.pipelines),
+		workerCount(cfg.pipelines),
 		statepipe.WithMaxInFlight(inFlight),
 		statepipe.WithMiddleware(func(stage string, r statepipe.Request[File], next statepipe.Stage[File]) statepipe.Request[File] {
 			if stage == "Start" {
@@ -315,7 +315,10 @@ type demoWorker struct {
 // ready. A worker's stdin is a pipe from this process: when it closes (we
 // stop it, or die), the worker drains and exits.
 func startDemoWorkers(e env, exe, url, root string, cfg demoConfig) ([]*demoWorker, error) {
-	pipelines := max(1, cfg.pipelines/cfg.workers)
+	pipelines := 0 // autoscale in each worker, as in one process
+	if cfg.pipelines > 0 {
+		pipelines = max(1, cfg.pipelines/cfg.workers)
+	}
 	var ws []*demoWorker
 	for i := range cfg.workers {
 		cmd := exec.Command(exe, workerCommandName, "--nats", url, "--src", root,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,22 @@ func (r *demoResult) rate() float64 {
 	return float64(r.ok+r.failed) / r.elapsed.Seconds()
 }
 
+// The demo's autoscaling bounds: a file read is I/O, so more workers than
+// cores can help, up to what the disk gives.
+const autoscaleMin = 2
+
+func autoscaleMax() int { return 16 * runtime.GOMAXPROCS(0) }
+
+// workerCount is the option for --pipelines: that many pipelines, or with
+// 0, autoscaling. Reading and hashing files waits on the disk as much as
+// it uses the CPU, so the worker count follows what raises throughput.
+func workerCount(pipelines int) statepipe.Option {
+	if pipelines > 0 {
+		return statepipe.WithPipelines(pipelines)
+	}
+	return statepipe.WithAutoscale(autoscaleMin, autoscaleMax())
+}
+
 // loadWithPipelines is the demo proper: the tree through the state
 // machine into cfg.db.
 func loadWithPipelines(e env, cfg demoConfig, t *tree) (*demoResult, error) {
@@ -59,10 +76,10 @@ func loadWithPipelines(e env, cfg demoConfig, t *tree) (*demoResult, error) {
 
 	m := newETL(t.root, st, cfg.afterFlush, statepipe.MaxItems(cfg.batch), statepipe.MaxWait(cfg.linger), statepipe.BatchName("sqlite"))
 	opts := []statepipe.Option{
-		statepipe.WithPipelines(cfg.pipelines),
 		// Room for two full batches in flight, so that batches can fill.
 		statepipe.WithMaxInFlight(max(1024, 2*cfg.batch)),
 	}
+	opts = append(opts, workerCount(cfg.pipelines))
 	if cfg.ordered {
 		opts = append(opts, statepipe.WithOrdered())
 	}

@@ -45,7 +45,7 @@ func TestCommandLine(t *testing.T) {
 		{"new --help", []string{"new", "--help"}, exitOK, "", "statepipe new NAME [--dir D]"},
 		{"unknown flag", []string{"demo", "--bogus"}, exitUsage, "flag provided but not defined: -bogus", ""},
 		{"not a number", []string{"demo", "--pipelines", "two"}, exitUsage, `invalid value "two" for flag -pipelines`, ""},
-		{"zero pipelines", []string{"demo", "--pipelines", "0"}, exitUsage, "--pipelines must be at least 1", ""},
+		{"negative pipelines", []string{"demo", "--pipelines", "-1"}, exitUsage, "--pipelines must be at least 1, or 0 (the default) to autoscale", ""},
 		{"zero batch", []string{"demo", "--batch", "0"}, exitUsage, "--batch must be between 1 and 100000", ""},
 		{"huge batch", []string{"demo", "--batch", "1000000"}, exitUsage, "--batch must be between 1 and 100000", ""},
 		{"negative linger", []string{"demo", "--linger", "-1ms"}, exitUsage, "--linger must be between 0 and 1m0s", ""},

@@ -329,6 +329,9 @@ func printNextSteps(w io.Writer, dir string, files map[string][]byte, pl plan) {
 	if pl.replace != "" {
 		fmt.Fprintf(w, "go.mod takes statepipe from %s (replace): it is not on the module proxy yet\n", pl.replace)
 	}
+	fmt.Fprintf(w, "check it with statepipevet, which finds the statepipe mistakes the compiler cannot see\n"+
+		"(an allocation per transition, a request used after Batcher.Add, Close from a stage, a Submit loop that hangs):\n"+
+		"  go install %s/analysis/cmd/statepipevet@latest && statepipevet ./...\n", statepipeModule)
 	fmt.Fprintf(w, "\nnext:\n")
 	gocmd := "go"
 	if pl.noWork {

@@ -23,8 +23,14 @@ func printSummary(w io.Writer, cfg demoConfig, t *tree, r *demoResult) {
 		t.total, t.goFiles, t.total-t.goFiles, plural(len(t.tops), "group"))
 	kv.row("  rows\t%d committed in %s; %d files failed", r.rows, plural(int(r.batches), "transaction"), r.failed)
 	kv.row("  time\t%v, %.0f files/s", round(r.elapsed), r.rate())
-	kv.row("  machine\t%d pipelines x %d stages = %d workers; --batch %d, --linger %v, %s groups",
-		r.pipelines, len(r.stages), r.stats.Workers, cfg.batch, cfg.linger, order)
+	if sc := r.stats.Scaling; sc.Max > 0 {
+		kv.row("  machine\t%d stages, workers autoscaled within %d..%d (%d now; %d steps up, %d undone, %d down); --batch %d, --linger %v, %s groups",
+			len(r.stages), sc.Min, sc.Max, r.stats.Workers, sc.Changes[statepipe.ScaleUp], sc.Changes[statepipe.ScaleUndo],
+			sc.Changes[statepipe.ScaleDown], cfg.batch, cfg.linger, order)
+	} else {
+		kv.row("  machine\t%d pipelines x %d stages = %d workers; --batch %d, --linger %v, %s groups",
+			r.pipelines, len(r.stages), r.stats.Workers, cfg.batch, cfg.linger, order)
+	}
 	if r.interrupted {
 		kv.row("  status\tINTERRUPTED: %d of %d files committed, in whole batches only", r.rows, t.total)
 	}

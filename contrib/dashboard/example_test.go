@@ -26,6 +26,7 @@ func ExampleNew() {
 	defer srv.Close()
 
 	p.Do(context.Background(), 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+	p.Close() // the counts are exact once closed, and the page still shows them
 
 	res, err := http.Get(srv.URL + "/debug/pipelines/stats.json")
 	if err != nil {

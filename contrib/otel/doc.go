@@ -73,6 +73,8 @@
 //	statepipe.flush.duration    Float64Histogram   s          statepipe.batcher, statepipe.flush.reason
 //	statepipe.batch.size        Int64Histogram     {request}  statepipe.batcher, statepipe.flush.reason
 //	statepipe.retries           Int64Counter       {retry}    statepipe.stage, or statepipe.batcher for a flush
+//	statepipe.workers           Int64Gauge         {worker}   (with WithAutoscale: the count it set last)
+//	statepipe.worker.changes    Int64Counter       {change}   statepipe.scale.reason (up, undo, down)
 //
 // A request's duration runs from Submit to leaving the machine; a stage's
 // is its run time (a stage that parks its request stops at the handoff).

@@ -21,6 +21,9 @@ type instruments struct {
 	flushDuration   metric.Float64Histogram
 	batchSize       metric.Int64Histogram
 	retries         metric.Int64Counter
+	workers         metric.Int64Gauge
+	workerChanges   metric.Int64Counter
+	scaleReasons    [3]attrSet // up, undo, down
 
 	ok, failed attrSet // outcome attribute sets, built once
 }
@@ -50,7 +53,7 @@ var sizeBounds = []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000,
 
 func newInstruments(m metric.Meter) (instruments, error) {
 	var in instruments
-	var errs [9]error
+	var errs [11]error
 	in.requests, errs[0] = m.Int64Counter(MetricRequests, metric.WithUnit("{request}"),
 		metric.WithDescription("Requests that left the machine, by outcome."))
 	in.requestDuration, errs[1] = m.Float64Histogram(MetricRequestDuration, metric.WithUnit("s"),
@@ -73,6 +76,13 @@ func newInstruments(m metric.Meter) (instruments, error) {
 		metric.WithExplicitBucketBoundaries(sizeBounds...))
 	in.retries, errs[8] = m.Int64Counter(MetricRetries, metric.WithUnit("{retry}"),
 		metric.WithDescription("Runs of a stage, or flushes of a request, that failed with an error marked by statepipe.Retry and run again after a backoff, by stage or batcher."))
+	in.workers, errs[9] = m.Int64Gauge(MetricWorkers, metric.WithUnit("{worker}"),
+		metric.WithDescription("Worker goroutines, as autoscaling (statepipe.WithAutoscale) last set them."))
+	in.workerChanges, errs[10] = m.Int64Counter(MetricWorkerChanges, metric.WithUnit("{change}"),
+		metric.WithDescription("Changes of the worker count by autoscaling, by reason: up, undo (a step up that did not raise throughput), down."))
+	for i, r := range []statepipe.ScaleReason{statepipe.ScaleUp, statepipe.ScaleUndo, statepipe.ScaleDown} {
+		in.scaleReasons[i] = newAttrSet(KeyScaleReason.String(r.String()))
+	}
 	in.ok = newAttrSet(KeyOutcome.String("ok"))
 	in.failed = newAttrSet(KeyOutcome.String("error"))
 	return in, errors.Join(errs[:]...)

@@ -27,6 +27,8 @@ const (
 	MetricFlushDuration   = "statepipe.flush.duration"   // histogram s: batcher, reason
 	MetricBatchSize       = "statepipe.batch.size"       // histogram {request}: batcher, reason
 	MetricRetries         = "statepipe.retries"          // counter {retry}: stage, or batcher for a flush
+	MetricWorkers         = "statepipe.workers"          // gauge {worker}: the count autoscaling set last
+	MetricWorkerChanges   = "statepipe.worker.changes"   // counter {change}: scale reason
 )
 
 // Attribute keys.
@@ -41,4 +43,5 @@ const (
 	KeyDuration    = attribute.Key("statepipe.duration")     // float seconds: a stage run, or time parked
 	KeyError       = attribute.Key("statepipe.error")        // an error's message, on stage, resume and retry events
 	KeyAttempt     = attribute.Key("statepipe.attempt")      // int: the attempt that failed, on retry events
+	KeyScaleReason = attribute.Key("statepipe.scale.reason") // up, undo or down: why autoscaling changed the worker count
 )

@@ -95,6 +95,17 @@ func (o *Observer) Observe(e statepipe.Event) {
 		o.flushed(&e)
 	case statepipe.Retrying:
 		o.retrying(&e)
+	case statepipe.WorkersScaled:
+		o.scaled(&e)
+	}
+}
+
+// scaled records the worker count autoscaling set, and why.
+func (o *Observer) scaled(e *statepipe.Event) {
+	ctx := context.Background()
+	o.m.workers.Record(ctx, int64(e.Size))
+	if i := int(e.Scale - statepipe.ScaleUp); i >= 0 && i < len(o.m.scaleReasons) {
+		o.m.workerChanges.Add(ctx, 1, o.m.scaleReasons[i].add...)
 	}
 }
 

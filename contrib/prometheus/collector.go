@@ -57,7 +57,7 @@ type descs struct {
 	inFlight, queued, running, parked, buffered              *prometheus.Desc
 	retrying                                                 *prometheus.Desc
 	keys, keysWaiting, keyWaiters, keyLongestWait            *prometheus.Desc
-	workers, groups                                          *prometheus.Desc
+	workers, groups, workerChanges                           *prometheus.Desc
 	queueTime, runTime                                       *prometheus.Desc
 	stageRuns, stageErrors, stageRetries, stageLatency       *prometheus.Desc
 	flushes, items, itemsFailed, itemsCancelled, itemsParked *prometheus.Desc
@@ -71,7 +71,7 @@ func (d *descs) all() []*prometheus.Desc {
 		d.inFlight, d.queued, d.running, d.parked, d.buffered,
 		d.retrying,
 		d.keys, d.keysWaiting, d.keyWaiters, d.keyLongestWait,
-		d.workers, d.groups,
+		d.workers, d.groups, d.workerChanges,
 		d.queueTime, d.runTime,
 		d.stageRuns, d.stageErrors, d.stageRetries, d.stageLatency,
 		d.flushes, d.items, d.itemsFailed, d.itemsCancelled, d.itemsParked,
@@ -104,10 +104,11 @@ func newCollector(stats func() statepipe.Stats, cfg config) *collector {
 		keyWaiters:     desc("key_waiting_requests", "Requests waiting for their key's turn."),
 		keyLongestWait: desc("key_longest_wait_seconds", "How long the longest waiting request has waited for its key."),
 
-		workers:   desc("workers", "Worker goroutines."),
-		groups:    desc("groups", "Open groups."),
-		queueTime: desc("queue_duration_seconds", "Time from Submit until a worker picks the request up, over sampled requests."),
-		runTime:   desc("run_duration_seconds", "Time from pick-up until the request is out, parked time included, over sampled requests."),
+		workers:       desc("workers", "Worker goroutines."),
+		workerChanges: desc("worker_changes_total", "Changes of the worker count by autoscaling, by reason: up, undo (a step up that did not raise throughput), down.", labelReason),
+		groups:        desc("groups", "Open groups."),
+		queueTime:     desc("queue_duration_seconds", "Time from Submit until a worker picks the request up, over sampled requests."),
+		runTime:       desc("run_duration_seconds", "Time from pick-up until the request is out, parked time included, over sampled requests."),
 
 		stageRuns:    desc("stage_runs_total", "Calls of the stage.", labelStage),
 		stageErrors:  desc("stage_errors_total", "Calls of the stage that ended with the request's error set, panics included.", labelStage),
@@ -174,6 +175,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	e.gauge(d.keyWaiters, float64(s.Keys.Requests))
 	e.gauge(d.keyLongestWait, s.Keys.LongestWait.Seconds())
 	e.gauge(d.workers, float64(s.Workers))
+	if s.Scaling.Max > 0 {
+		for r := statepipe.ScaleUp; r <= statepipe.ScaleDown; r++ {
+			e.counter(d.workerChanges, float64(s.Scaling.Changes[r]), r.String())
+		}
+	}
 	e.gauge(d.groups, float64(len(s.Groups)))
 	c.summary(&e, d.queueTime, "", timingOf(s.QueueTime))
 	c.summary(&e, d.runTime, "", timingOf(s.RunTime))

@@ -221,7 +221,7 @@ func checkBuckets(t *testing.T, h *dto.Histogram, bounds []time.Duration) {
 }
 
 func TestCollectorLint(t *testing.T) {
-	p, reg := newRegistered(t)
+	p, reg := newRegistered(t, statepipe.WithAutoscale(1, 4)) // so that worker_changes_total is there
 	runSequential(t, p, 20)
 	problems, err := testutil.GatherAndLint(reg)
 	if err != nil {
@@ -247,7 +247,7 @@ var documented = []string{
 	"requests_submitted_total", "requests_completed_total", "requests_failed_total",
 	"requests_in_flight", "requests_queued", "requests_running", "requests_parked", "requests_buffered",
 	"requests_retrying", "keys", "keys_waiting", "key_waiting_requests", "key_longest_wait_seconds",
-	"workers", "groups", "queue_duration_seconds", "run_duration_seconds",
+	"workers", "worker_changes_total", "groups", "queue_duration_seconds", "run_duration_seconds",
 	"stage_runs_total", "stage_errors_total", "stage_retries_total", "stage_duration_seconds",
 	"batch_flushes_total", "batch_items_total", "batch_items_failed_total", "batch_items_cancelled_total",
 	"batch_items_parked", "batch_items_retried_total", "batch_flush_duration_seconds", "batch_park_duration_seconds",

@@ -35,6 +35,7 @@
 //	key_waiting_requests                    gauge                       requests waiting for their key's turn
 //	key_longest_wait_seconds                gauge                       the longest wait of a request for its key so far
 //	workers                                 gauge                       worker goroutines
+//	worker_changes_total                    counter    reason           with WithAutoscale: changes of the count, by reason (up, undo, down)
 //	groups                                  gauge                       open groups
 //	queue_duration_seconds                  summary                     Submit until a worker picks the request up (sampled)
 //	run_duration_seconds                    summary                     pick-up until out, parked time included (sampled)

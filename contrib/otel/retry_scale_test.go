@@ -69,3 +69,26 @@ func TestRetriesAreCountedAndNotedOnTheSpan(t *testing.T) {
 		}
 	}
 }
+
+// sleeper waits in its stage, as a network call would: autoscaling grows.
+type sleeper struct{}
+
+func (sleeper) Start(r statepipe.Request[int]) statepipe.Request[int] {
+	time.Sleep(time.Millisecond)
+	return r
+}
+func (sleeper) Close() {}
+
+func TestAutoscalingIsMeasured(t *testing.T) {
+	h := newHarness(t)
+	in := make([]int, 3000)
+	run(t, sleeper{}, h.obs, context.Background(), in, statepipe.WithAutoscale(1, 16))
+	data := h.collect(t)
+	changes := counts(t, data, MetricWorkerChanges, KeyScaleReason)
+	if changes["up"] == 0 {
+		t.Errorf("worker changes %v: want steps up", changes)
+	}
+	if _, ok := data[MetricWorkers]; !ok {
+		t.Errorf("no %s gauge", MetricWorkers)
+	}
+}
