@@ -157,7 +157,7 @@ func runKafka(e env, cfg demoConfig, t *tree) error {
 		statepipe.BatchName("sqlite"), statepipe.NoIdleFlush())
 	inFlight := max(1024, 2*cfg.batch)
 	p, err := statepipe.New[File](m,
-		statepipe.WithPipelines(cfg.pipelines),
+		workerCount(cfg.pipelines),
 		statepipe.WithMaxInFlight(inFlight),
 		statepipe.WithMiddleware(func(stage string, r statepipe.Request[File], next statepipe.Stage[File]) statepipe.Request[File] {
 			if stage == "Start" {
@@ -378,7 +378,7 @@ func kafkaWorkerMain(ctx context.Context, specJSON string, stdin io.Reader, stdo
 	}()
 	m := newETL(spec.Src, nil, nil)
 	p, err := statepipe.New[File](m,
-		statepipe.WithPipelines(max(1, spec.Pipelines)),
+		workerCount(spec.Pipelines), // 0 autoscales
 		statepipe.WithMiddleware(func(stage string, r statepipe.Request[File], next statepipe.Stage[File]) statepipe.Request[File] {
 			if stage == "Store" {
 				return r // finished here; the Sink produces the row
@@ -418,7 +418,10 @@ type kafkaWorker struct {
 // startKafkaWorkers starts the worker processes and waits until each is
 // ready.
 func startKafkaWorkers(e env, exe string, brokers []string, root string, cfg demoConfig) ([]*kafkaWorker, error) {
-	pipelines := max(1, cfg.pipelines/cfg.workers)
+	pipelines := 0 // autoscale in each worker, as in one process
+	if cfg.pipelines > 0 {
+		pipelines = max(1, cfg.pipelines/cfg.workers)
+	}
 	// One writer for all: a worker's stderr is copied by a goroutine of
 	// its own unless it is a file, and e.stderr need not be safe for
 	// several writers.
