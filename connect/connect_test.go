@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/statepipe/statepipe"
 	"github.com/statepipe/statepipe/connect"
@@ -60,5 +61,17 @@ func TestRetryExhaustedSeesThroughWrapping(t *testing.T) {
 	err := fmt.Errorf("job 7: %w", &statepipe.RetryError{Stage: "Save", Attempts: 3, Err: errors.New("x")})
 	if !connect.RetryExhausted(err) || connect.RetryExhausted(errors.New("x")) {
 		t.Fatal("RetryExhausted does not tell a RetryError from another error")
+	}
+}
+
+func TestExponentialDoublesUpToItsCap(t *testing.T) {
+	b := connect.Exponential(100*time.Millisecond, time.Second)
+	for _, tc := range []struct {
+		delivered int
+		want      time.Duration
+	}{{0, 100 * time.Millisecond}, {1, 100 * time.Millisecond}, {2, 200 * time.Millisecond}, {4, 800 * time.Millisecond}, {5, time.Second}, {60, time.Second}} {
+		if got := b(tc.delivered); got != tc.want {
+			t.Errorf("Exponential(100ms, 1s)(%d) = %v, want %v", tc.delivered, got, tc.want)
+		}
 	}
 }

@@ -8,8 +8,16 @@ require (
 	github.com/statepipe/statepipe v0.0.0
 	github.com/statepipe/statepipe/connect/jetstream v0.0.0
 	github.com/statepipe/statepipe/contrib/dashboard v0.0.0
+	github.com/twmb/franz-go v1.22.3
+	github.com/twmb/franz-go/pkg/kadm v1.20.0
+	github.com/twmb/franz-go/pkg/kfake v0.0.0-20260918054303-01f206a7e32c
 	golang.org/x/term v0.48.0
 	modernc.org/sqlite v1.62.0
+)
+
+require (
+	github.com/pierrec/lz4/v4 v4.1.33 // indirect
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
 )
 
 require (
@@ -31,6 +39,7 @@ require (
 	github.com/nats-io/nuid v1.0.1 // indirect
 	github.com/ncruces/go-strftime v1.1.0 // indirect
 	github.com/remyoudompheng/bigfft v0.0.0-20230129092748-24d4a6f8daec // indirect
+	github.com/statepipe/statepipe/connect/kafka v0.0.0
 	github.com/tetratelabs/wazero v1.10.1 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/image v0.21.0 // indirect
@@ -47,3 +56,5 @@ replace github.com/statepipe/statepipe => ../..
 replace github.com/statepipe/statepipe/connect/jetstream => ../../connect/jetstream
 
 replace github.com/statepipe/statepipe/contrib/dashboard => ../../contrib/dashboard
+
+replace github.com/statepipe/statepipe/connect/kafka => ../../connect/kafka
