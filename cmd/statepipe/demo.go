@@ -31,9 +31,11 @@ them with multi-row INSERTs, one transaction per flush; Committed runs after
 the write.
 
 With --workers N, the same machine runs in N worker processes that share
-the files through NATS JetStream (an embedded server, on this machine):
-the workers read, parse and hash; one collector in this process writes
-the rows to SQLite in batches. Kill a worker and its files go to another.
+the files through a log: NATS JetStream (an embedded server, on this
+machine), or with --via kafka an in-process Kafka cluster and exactly-once
+workers. The workers read, parse and hash; one collector in this process
+writes the rows to SQLite in batches. Kill a worker (--kill-worker) and
+its files go to another.
 
 With --serve ADDR, a live dashboard of the run is served on ADDR: the stage
 graph as run, laid out by Graphviz, with counts, rates and latencies, and
@@ -58,6 +60,7 @@ type demoConfig struct {
 	baseline   bool
 	workers    int           // > 0: the distributed mode, with this many worker processes
 	killWorker bool          // with workers: SIGKILL worker 1 a third of the way through
+	via        string        // with workers: the log they share, "nats" or "kafka"
 	tick       time.Duration // between plain progress lines
 	serve      string        // --serve: the dashboard's address
 	dash       *dashServer   // serving the dashboard, with --serve
@@ -84,7 +87,8 @@ func parseDemoFlags(args []string, stdout io.Writer) (demoConfig, error) {
 	fs.DurationVar(&c.linger, "linger", 20*time.Millisecond, "a batch waits at most `D` after its first row for more:\nthe Batcher's MaxWait")
 	fs.BoolVar(&c.ordered, "ordered", false, "release each group's results in submission order\n(a slow file holds back the ones submitted after it)")
 	fs.BoolVar(&c.baseline, "baseline", false, "also run the same job the naive way (one goroutine,\none autocommit INSERT per row) into a second database,\nand compare")
-	fs.IntVar(&c.workers, "workers", 0, "run the machine in `N` worker processes that share the\nfiles through NATS JetStream; one collector writes SQLite")
+	fs.IntVar(&c.workers, "workers", 0, "run the machine in `N` worker processes that share the\nfiles through a log (--via); one collector writes SQLite")
+	fs.StringVar(&c.via, "via", "nats", "with --workers: the log the workers share, `nats` (an embedded\nNATS JetStream server) or kafka (an in-process Kafka cluster)")
 	fs.BoolVar(&c.killWorker, "kill-worker", false, "with --workers: kill worker 1 (SIGKILL) a third of the way\nthrough, to see its files redelivered to the others")
 	fs.StringVar(&c.serve, "serve", "", "serve a live dashboard of the run on `ADDR` (127.0.0.1:8080;\n127.0.0.1:0 picks a free port), and keep serving after\nthe run until Ctrl-C; no authentication: keep it internal")
 	fs.Usage = func() {}
@@ -113,6 +117,10 @@ func parseDemoFlags(args []string, stdout io.Writer) (demoConfig, error) {
 		return bad("--db must name a file")
 	case c.workers < 0 || c.workers > maxWorkers:
 		return bad("--workers must be between 1 and %d, or 0 (the default) to run in this process; got %d", maxWorkers, c.workers)
+	case c.via != "nats" && c.via != "kafka":
+		return bad("--via must be nats or kafka, got %q", c.via)
+	case c.via == "kafka" && c.workers == 0:
+		return bad("--via kafka needs --workers")
 	case c.killWorker && c.workers < 2:
 		return bad("--kill-worker needs --workers 2 or more")
 	case c.workers > 0 && (c.baseline || c.ordered):
@@ -257,6 +265,9 @@ func runDemo(e env, cfg demoConfig) (err error) {
 		fmt.Fprintf(e.stderr, "statepipe: skipped unreadable %s\n", s)
 	}
 	if cfg.workers > 0 {
+		if cfg.via == "kafka" {
+			return runKafka(e, cfg, t)
+		}
 		return runDistributed(e, cfg, t)
 	}
 	res, err := loadWithPipelines(e, cfg, t)

@@ -23,7 +23,7 @@ func TestDemoViaKafka(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			root, paths := writeTree(t, 600)
 			db := filepath.Join(t.TempDir(), "kafka.db")
-			args := []string{"--workers", "3", "--src", root, "--db", db, "--batch", "40", "--linger", "2ms"}
+			args := []string{"--workers", "3", "--via", "kafka", "--src", root, "--db", db, "--batch", "40", "--linger", "2ms"}
 			if kill {
 				args = append(args, "--kill-worker")
 			}
@@ -31,12 +31,8 @@ func TestDemoViaKafka(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tr, err := walkTree(root)
-			if err != nil {
-				t.Fatal(err)
-			}
 			e, out, errb := testEnv()
-			if err := runKafka(e, cfg, tr); err != nil {
+			if err := runDemo(e, cfg); err != nil { // through --via's dispatch
 				t.Fatalf("%v\nstdout:\n%s\nstderr:\n%s", err, out, errb)
 			}
 			d := openDB(t, db)

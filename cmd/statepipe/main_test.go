@@ -45,6 +45,8 @@ func TestCommandLine(t *testing.T) {
 		{"new --help", []string{"new", "--help"}, exitOK, "", "statepipe new NAME [--dir D]"},
 		{"unknown flag", []string{"demo", "--bogus"}, exitUsage, "flag provided but not defined: -bogus", ""},
 		{"not a number", []string{"demo", "--pipelines", "two"}, exitUsage, `invalid value "two" for flag -pipelines`, ""},
+		{"unknown log", []string{"demo", "--workers", "2", "--via", "kafkaa"}, exitUsage, `--via must be nats or kafka, got "kafkaa"`, ""},
+		{"kafka in one process", []string{"demo", "--via", "kafka"}, exitUsage, "--via kafka needs --workers", ""},
 		{"negative pipelines", []string{"demo", "--pipelines", "-1"}, exitUsage, "--pipelines must be at least 1, or 0 (the default) to autoscale", ""},
 		{"zero batch", []string{"demo", "--batch", "0"}, exitUsage, "--batch must be between 1 and 100000", ""},
 		{"huge batch", []string{"demo", "--batch", "1000000"}, exitUsage, "--batch must be between 1 and 100000", ""},

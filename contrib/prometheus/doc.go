@@ -5,6 +5,10 @@
 //	reg.MustRegister(spprom.NewCollector(p, spprom.WithConstLabels(prometheus.Labels{"pipeline": "orders"})))
 //	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 //
+// [NewSourceCollector] exports, the same way, the counts and lag of a log
+// connector's Source (connect/jetstream, connect/kafka: any
+// connect.Reporter).
+//
 // # Cost
 //
 // The collector reads [statepipe.Pipelines.Stats] once per scrape and
