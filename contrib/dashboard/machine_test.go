@@ -16,10 +16,13 @@ import (
 type orders struct {
 	bulk    *statepipe.Batcher[int]
 	release chan struct{} // when not nil, each flush waits for it: work stays in flight
+
+	check, store, confirm statepipe.Stage[int] // made once: no allocation per transition
 }
 
 func newOrders() *orders {
 	m := &orders{}
+	m.check, m.store, m.confirm = m.Check, m.Store, m.Confirm
 	m.bulk = statepipe.NewBatcher(func(ctx context.Context, batch []statepipe.Request[int]) error {
 		if m.release != nil {
 			select {
@@ -29,7 +32,7 @@ func newOrders() *orders {
 			}
 		}
 		for i := range batch {
-			batch[i].Next = m.Confirm
+			batch[i].Next = m.confirm
 		}
 		return nil
 	}, statepipe.MaxItems(16), statepipe.BatchName("bulk"))
@@ -38,9 +41,9 @@ func newOrders() *orders {
 
 func (m *orders) Start(r statepipe.Request[int]) statepipe.Request[int] {
 	if r.Data%2 == 1 {
-		r.Next = m.Check
+		r.Next = m.check
 	} else {
-		r.Next = m.Store
+		r.Next = m.store
 	}
 	return r
 }
@@ -52,7 +55,7 @@ func (m *orders) Check(r statepipe.Request[int]) statepipe.Request[int] {
 		r.Err = errBadOrder
 		return r
 	}
-	r.Next = m.Store
+	r.Next = m.store
 	return r
 }
 
