@@ -13,7 +13,10 @@
 // P pipelines ([WithPipelines], default GOMAXPROCS) of one worker per stage.
 // There are no channels between stages: a worker carries one request from
 // Start until it finishes, fails, or parks in a [Batcher]. All workers read
-// one input queue.
+// one input queue. For stages that wait on the network, [WithAutoscale]
+// lets the worker count follow the work instead: it grows while requests
+// wait for a worker and more workers finish more, and shrinks while they
+// idle.
 //
 // # Calling it
 //
