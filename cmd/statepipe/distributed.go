@@ -1,16 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -303,88 +299,32 @@ func decodeFile(b []byte) (File, error) {
 
 func encodeFile(f File) ([]byte, error) { return json.Marshal(f) }
 
-// demoWorker is a worker process of the distributed demo.
-type demoWorker struct {
-	id     int
-	cmd    *exec.Cmd
-	stdin  io.Closer // closing it asks the worker to drain and stop
-	report chan workerReport
+// startDemoWorkers starts the worker processes and waits until each is
+// ready.
+func startDemoWorkers(e env, exe, url, root string, cfg demoConfig) ([]*workerProc[workerReport], error) {
+	pipelines := workerPipelines(cfg)
+	return startWorkerProcs[workerReport](cfg.workers, func(id int) (*exec.Cmd, error) {
+		cmd := exec.Command(exe, workerCommandName, "--nats", url, "--src", root,
+			"--id", fmt.Sprint(id), "--pipelines", fmt.Sprint(pipelines))
+		cmd.Stderr = e.stderr
+		return cmd, nil
+	})
 }
 
-// startDemoWorkers starts the worker processes and waits until each is
-// ready. A worker's stdin is a pipe from this process: when it closes (we
-// stop it, or die), the worker drains and exits.
-func startDemoWorkers(e env, exe, url, root string, cfg demoConfig) ([]*demoWorker, error) {
-	pipelines := 0 // autoscale in each worker, as in one process
+// workerPipelines is --pipelines shared among the workers; 0 autoscales
+// each, as in one process.
+func workerPipelines(cfg demoConfig) int {
 	if cfg.pipelines > 0 {
-		pipelines = max(1, cfg.pipelines/cfg.workers)
+		return max(1, cfg.pipelines/cfg.workers)
 	}
-	var ws []*demoWorker
-	for i := range cfg.workers {
-		cmd := exec.Command(exe, workerCommandName, "--nats", url, "--src", root,
-			"--id", fmt.Sprint(i+1), "--pipelines", fmt.Sprint(pipelines))
-		cmd.Stderr = e.stderr
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return ws, err
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return ws, err
-		}
-		if err := cmd.Start(); err != nil {
-			stopWorkers(ws)
-			return nil, fmt.Errorf("cannot start worker %d: %w", i+1, err)
-		}
-		w := &demoWorker{id: i + 1, cmd: cmd, stdin: stdin, report: make(chan workerReport, 1)}
-		ready := make(chan struct{})
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				line := sc.Text()
-				if line == "ready" {
-					close(ready)
-					continue
-				}
-				if js, ok := strings.CutPrefix(line, "report "); ok {
-					var r workerReport
-					if json.Unmarshal([]byte(js), &r) == nil {
-						w.report <- r
-					}
-				}
-			}
-			close(w.report)
-		}()
-		ws = append(ws, w)
-		select {
-		case <-ready:
-		case <-time.After(30 * time.Second):
-			stopWorkers(ws)
-			return nil, fmt.Errorf("worker %d not ready after 30s", i+1)
-		}
-	}
-	return ws, nil
+	return 0
 }
 
 // stopWorkers asks every worker to drain and waits for their reports.
-func stopWorkers(ws []*demoWorker) []workerReport {
-	for _, w := range ws {
-		w.stdin.Close()
-	}
-	reports := make([]workerReport, len(ws))
-	var wg sync.WaitGroup
-	for i, w := range ws {
-		wg.Go(func() {
-			r, ok := <-w.report
-			if !ok {
-				r = workerReport{ID: w.id, Pid: w.cmd.Process.Pid, Lost: true}
-			}
-			reports[i] = r
-			_ = w.cmd.Wait()
-		})
-	}
-	wg.Wait()
-	return reports
+func stopWorkers(ws []*workerProc[workerReport]) []workerReport {
+	return stopWorkerProcs(ws, func(w *workerProc[workerReport]) workerReport {
+		return workerReport{ID: w.id, Pid: w.cmd.Process.Pid, Lost: true}
+	})
 }
 
 // streamLen returns the messages a stream holds, or 0 if it cannot tell.

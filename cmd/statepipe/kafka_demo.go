@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -407,28 +405,16 @@ func kafkaWorkerMain(ctx context.Context, specJSON string, stdin io.Reader, stdo
 	return errors.Join(err, jerr)
 }
 
-// kafkaWorker is a worker process of the demo through Kafka.
-type kafkaWorker struct {
-	id     int
-	cmd    *exec.Cmd
-	stdin  io.Closer // closing it asks the worker to drain and stop
-	report chan kafkaWorkerReport
-}
-
 // startKafkaWorkers starts the worker processes and waits until each is
 // ready.
-func startKafkaWorkers(e env, exe string, brokers []string, root string, cfg demoConfig) ([]*kafkaWorker, error) {
-	pipelines := 0 // autoscale in each worker, as in one process
-	if cfg.pipelines > 0 {
-		pipelines = max(1, cfg.pipelines/cfg.workers)
-	}
+func startKafkaWorkers(e env, exe string, brokers []string, root string, cfg demoConfig) ([]*workerProc[kafkaWorkerReport], error) {
+	pipelines := workerPipelines(cfg)
 	// One writer for all: a worker's stderr is copied by a goroutine of
 	// its own unless it is a file, and e.stderr need not be safe for
 	// several writers.
 	stderr := &lockedWriter{w: e.stderr}
-	var ws []*kafkaWorker
-	for i := range cfg.workers {
-		spec, err := json.Marshal(kafkaWorkerSpec{Brokers: brokers, Src: root, ID: i + 1, Pipelines: pipelines})
+	return startWorkerProcs[kafkaWorkerReport](cfg.workers, func(id int) (*exec.Cmd, error) {
+		spec, err := json.Marshal(kafkaWorkerSpec{Brokers: brokers, Src: root, ID: id, Pipelines: pipelines})
 		if err != nil {
 			return nil, err
 		}
@@ -438,68 +424,16 @@ func startKafkaWorkers(e env, exe string, brokers []string, root string, cfg dem
 		if f, ok := e.stderr.(*os.File); ok {
 			cmd.Stderr = f // no copying
 		}
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			return ws, err
-		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return ws, err
-		}
-		if err := cmd.Start(); err != nil {
-			stopKafkaWorkers(ws)
-			return nil, fmt.Errorf("cannot start worker %d: %w", i+1, err)
-		}
-		w := &kafkaWorker{id: i + 1, cmd: cmd, stdin: stdin, report: make(chan kafkaWorkerReport, 1)}
-		ready := make(chan struct{})
-		go func() {
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				line := sc.Text()
-				if line == "ready" {
-					close(ready)
-					continue
-				}
-				if js, ok := strings.CutPrefix(line, "report "); ok {
-					var r kafkaWorkerReport
-					if json.Unmarshal([]byte(js), &r) == nil {
-						w.report <- r
-					}
-				}
-			}
-			close(w.report)
-		}()
-		ws = append(ws, w)
-		select {
-		case <-ready:
-		case <-time.After(30 * time.Second):
-			stopKafkaWorkers(ws)
-			return nil, fmt.Errorf("worker %d not ready after 30s", i+1)
-		}
-	}
-	return ws, nil
+		return cmd, nil
+	})
 }
 
 // stopKafkaWorkers asks every worker to drain and waits for their
 // reports.
-func stopKafkaWorkers(ws []*kafkaWorker) []kafkaWorkerReport {
-	for _, w := range ws {
-		w.stdin.Close()
-	}
-	reports := make([]kafkaWorkerReport, len(ws))
-	var wg sync.WaitGroup
-	for i, w := range ws {
-		wg.Go(func() {
-			r, ok := <-w.report
-			if !ok {
-				r = kafkaWorkerReport{ID: w.id, Pid: w.cmd.Process.Pid, Lost: true}
-			}
-			reports[i] = r
-			_ = w.cmd.Wait()
-		})
-	}
-	wg.Wait()
-	return reports
+func stopKafkaWorkers(ws []*workerProc[kafkaWorkerReport]) []kafkaWorkerReport {
+	return stopWorkerProcs(ws, func(w *workerProc[kafkaWorkerReport]) kafkaWorkerReport {
+		return kafkaWorkerReport{ID: w.id, Pid: w.cmd.Process.Pid, Lost: true}
+	})
 }
 
 // kafkaResult is what demo --workers --via kafka did, for its summary.

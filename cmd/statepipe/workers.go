@@ -1,0 +1,101 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+)
+
+// workerProc is a worker process of the distributed demo, through NATS or
+// Kafka. It prints "ready" once it takes work and "report " and a JSON R
+// when it is done; closing its stdin (we stop it, or die) asks it to
+// drain and exit.
+type workerProc[R any] struct {
+	id     int
+	cmd    *exec.Cmd
+	stdin  io.Closer
+	report chan R // its report, then closed; closed alone if it died first
+}
+
+// startWorkerProcs starts n worker processes, command(id) for ids 1..n,
+// and waits until each is ready.
+func startWorkerProcs[R any](n int, command func(id int) (*exec.Cmd, error)) ([]*workerProc[R], error) {
+	var ws []*workerProc[R]
+	fail := func(err error) ([]*workerProc[R], error) {
+		stopWorkerProcs(ws, func(*workerProc[R]) (r R) { return r })
+		return nil, err
+	}
+	for id := 1; id <= n; id++ {
+		cmd, err := command(id)
+		if err != nil {
+			return fail(err)
+		}
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			return fail(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			return fail(err)
+		}
+		if err := cmd.Start(); err != nil {
+			return fail(fmt.Errorf("cannot start worker %d: %w", id, err))
+		}
+		w := &workerProc[R]{id: id, cmd: cmd, stdin: stdin, report: make(chan R, 1)}
+		ws = append(ws, w)
+		ready := make(chan struct{})
+		go w.read(stdout, ready) // ends when the worker's stdout closes
+		select {
+		case <-ready:
+		case <-time.After(30 * time.Second):
+			return fail(fmt.Errorf("worker %d not ready after 30s", id))
+		}
+	}
+	return ws, nil
+}
+
+// read follows the worker's stdout until it closes.
+func (w *workerProc[R]) read(stdout io.Reader, ready chan<- struct{}) {
+	defer close(w.report)
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "ready" {
+			close(ready)
+			continue
+		}
+		if js, ok := strings.CutPrefix(line, "report "); ok {
+			var r R
+			if json.Unmarshal([]byte(js), &r) == nil {
+				w.report <- r
+			}
+		}
+	}
+}
+
+// stopWorkerProcs asks every worker to drain and waits for their reports;
+// lost makes the report of one that exited without one (killed).
+func stopWorkerProcs[R any](ws []*workerProc[R], lost func(*workerProc[R]) R) []R {
+	for _, w := range ws {
+		w.stdin.Close()
+	}
+	reports := make([]R, len(ws))
+	var wg sync.WaitGroup
+	for i, w := range ws {
+		wg.Go(func() {
+			r, ok := <-w.report
+			if !ok {
+				r = lost(w)
+			}
+			reports[i] = r
+			_ = w.cmd.Wait()
+		})
+	}
+	wg.Wait()
+	return reports
+}
