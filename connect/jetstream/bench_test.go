@@ -73,7 +73,7 @@ func runWorkers(b *testing.B, procs, n int, spec workerSpec) time.Duration {
 	var acked uint64
 	for _, w := range ws {
 		s := w.stop(b)
-		acked += s.Acked
+		acked += s.Done
 		b.Logf("%d workers: %+v", procs, s)
 	}
 	settledAll(b, e, cons)

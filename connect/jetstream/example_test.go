@@ -74,7 +74,7 @@ func ExampleSource() {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() { done <- src.Run(runCtx, p) }()
-	for src.Stats().Acked+src.Stats().DeadLettered < 5 {
+	for src.Stats().Done+src.Stats().DeadLettered < 5 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stop()
@@ -86,7 +86,7 @@ func ExampleSource() {
 	fmt.Println("squares:", bodies(js, "SQUARES"))
 	fmt.Println("dead letters:", bodies(js, "DEAD"))
 	s := src.Stats()
-	fmt.Printf("acked %d, dead-lettered %d (%d did not decode)\n", s.Acked, s.DeadLettered, s.DecodeFailed)
+	fmt.Printf("acked %d, dead-lettered %d (%d did not decode)\n", s.Done, s.DeadLettered, s.DecodeFailed)
 	// Output:
 	// squares: [1 4 9]
 	// dead letters: [-4 five]

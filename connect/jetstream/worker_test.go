@@ -167,12 +167,12 @@ func startWorkers(t testing.TB, n int, spec workerSpec) []*worker {
 }
 
 // stop ends the worker with SIGTERM and returns its stats.
-func (w *worker) stop(t testing.TB) spjs.SourceStats {
+func (w *worker) stop(t testing.TB) spjs.Stats {
 	t.Helper()
 	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	var stats spjs.SourceStats
+	var stats spjs.Stats
 	for l := range w.lines {
 		if js, ok := strings.CutPrefix(l, "stats "); ok {
 			if err := json.Unmarshal([]byte(js), &stats); err != nil {

@@ -1,0 +1,303 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+)
+
+// Partitions describe a stream whose messages are spread over a fixed
+// number of partitions by subject, for per-key order across processes:
+// publish every message of one key (an account, a device) to the same
+// partition, Subject with the key's partition number, such as
+// orders.<hash(key) % Count>.
+//
+// Each partition has a consumer of its own (made or updated by Run from
+// Consumer: named Durable-<n>, filtered on its subject, with the pinned
+// client priority policy), and one process at a time reads it. The
+// processes that run a Source with the same Partitions agree on who owns
+// which partition through a key-value bucket, Members: each one renews
+// its key there every Heartbeat, and a partition belongs to the member
+// that ranks first for it (rendezvous hashing), so that a process that
+// joins takes a fair share and a process that leaves or dies (its key
+// expires) gives its share to the others, and no other partition moves.
+// The server's pin keeps a partition with one process while they
+// disagree: a process giving a partition up settles the messages it
+// holds of it, then unpins it; a process that dies keeps it until
+// PinnedTTL has passed without its pulls.
+//
+// Order. A partition's messages enter the pipeline in stream order, and
+// are acked (or naked, or termed) in that order too, so that what a
+// process leaves unsettled when it dies is always the end of the
+// partition, redelivered in order, before anything after it, to the next
+// owner (the server redelivers expired messages first, by sequence, and
+// PinnedTTL is at least AckWait so that they have expired when the next
+// owner gets the pin). Several messages of a partition may be in flight
+// at once (up to the consumer's MaxAckPending): give the Pipelines
+// statepipe.WithKey with the same key, so that the side effects of one
+// key run one after another, in order, while different keys run in
+// parallel. A message that fails for now is delivered again after the
+// ones behind it; retry inside the pipeline (statepipe.Retry) where the
+// order of one key's attempts matters.
+type Partitions struct {
+	// Stream is the partitioned stream; required.
+	Stream string
+	// Subject is the subjects of the partitions, with one %d for the
+	// partition's number, from 0 to Count-1; required.
+	Subject string
+	// Count is the number of partitions; required. It cannot change
+	// while the stream has messages: a key would move to another
+	// partition.
+	Count int
+	// Consumer is the template of the partitions' consumers; Durable is
+	// required and names them. AckPolicy must be explicit (the zero
+	// value). PinnedTTL defaults to AckWait plus three heartbeats, and
+	// must be at least AckWait. MaxAckPending bounds each partition's
+	// messages in flight.
+	Consumer jetstream.ConsumerConfig
+	// Members is the bucket where the processes meet; required. Its TTL
+	// (MaxAge) is how soon a process that died is replaced: [Setup]
+	// makes it. Several Partitions may share a bucket, under different
+	// Consumer.Durable names.
+	Members jetstream.KeyValue
+	// Member names this process among the members, unique among them.
+	// Default: the host name, the process ID and a random suffix.
+	Member string
+	// Heartbeat is how often a process renews its membership and reads
+	// the others'. Default: a third of the bucket's TTL, or 1s.
+	Heartbeat time.Duration
+}
+
+// priorityGroup is the priority group of the partitions' consumers.
+const priorityGroup = "owner"
+
+var validName = regexp.MustCompile(`^[-_a-zA-Z0-9]+$`)
+
+func (p *Partitions) validate() error {
+	var problems []string
+	if p.Stream == "" {
+		problems = append(problems, "Partitions.Stream is empty")
+	}
+	if strings.Count(p.Subject, "%d") != 1 || !validSubject(fmt.Sprintf(p.Subject, 0)) {
+		problems = append(problems, fmt.Sprintf("Partitions.Subject %q is not a subject with one %%d", p.Subject))
+	}
+	if p.Count < 1 {
+		problems = append(problems, "Partitions.Count must be at least 1")
+	}
+	if !validName.MatchString(p.Consumer.Durable) {
+		problems = append(problems, fmt.Sprintf("Partitions.Consumer.Durable %q is not a consumer name", p.Consumer.Durable))
+	}
+	if p.Consumer.PinnedTTL != 0 && p.Consumer.PinnedTTL < p.Consumer.AckWait {
+		problems = append(problems, fmt.Sprintf("Partitions.Consumer.PinnedTTL %v is shorter than its AckWait %v: a dead process's messages would come back after the next owner's", p.Consumer.PinnedTTL, p.Consumer.AckWait))
+	}
+	if p.Members == nil {
+		problems = append(problems, "nil Partitions.Members")
+	}
+	if p.Member != "" && !validName.MatchString(p.Member) {
+		problems = append(problems, fmt.Sprintf("Partitions.Member %q is not a name of letters, digits, - and _", p.Member))
+	}
+	if p.Heartbeat < 0 {
+		problems = append(problems, "Partitions.Heartbeat must not be negative")
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
+	}
+	return nil
+}
+
+// consumerConfig is partition n's consumer.
+func (p *Partitions) consumerConfig(n int, heartbeat time.Duration) jetstream.ConsumerConfig {
+	cfg := p.Consumer
+	cfg.Durable = p.Consumer.Durable + "-" + strconv.Itoa(n)
+	cfg.Name = ""
+	cfg.FilterSubject = fmt.Sprintf(p.Subject, n)
+	cfg.FilterSubjects = nil
+	cfg.PriorityPolicy = jetstream.PriorityPolicyPinned
+	cfg.PriorityGroups = []string{priorityGroup}
+	if cfg.PinnedTTL == 0 {
+		cfg.PinnedTTL = cmpOr(cfg.AckWait, 30*time.Second) + 3*heartbeat
+	}
+	return cfg
+}
+
+// owns reports whether consumer is one of the partitions'.
+func (p *Partitions) owns(consumer string) bool {
+	n, ok := strings.CutPrefix(consumer, p.Consumer.Durable+"-")
+	if !ok {
+		return false
+	}
+	i, err := strconv.Atoi(n)
+	return err == nil && i >= 0 && i < p.Count
+}
+
+// heartbeat is how often members renew their keys.
+func (p *Partitions) heartbeat(ctx context.Context) time.Duration {
+	if p.Heartbeat > 0 {
+		return p.Heartbeat
+	}
+	if st, err := p.Members.Status(ctx); err == nil && st.TTL() > 0 {
+		return max(st.TTL()/3, 10*time.Millisecond)
+	}
+	return time.Second
+}
+
+func defaultMember() string {
+	host, _ := os.Hostname()
+	host = regexp.MustCompile(`[^-_a-zA-Z0-9]`).ReplaceAllString(host, "_")
+	return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), nuid.Next()[16:])
+}
+
+// owner returns the member that ranks first for partition n.
+func owner(members []string, n int) string {
+	var best string
+	var top uint64
+	for _, m := range members {
+		h := fnv.New64a()
+		h.Write([]byte(m))
+		h.Write([]byte{0})
+		h.Write([]byte(strconv.Itoa(n)))
+		if s := h.Sum64(); best == "" || s > top || s == top && m < best {
+			best, top = m, s
+		}
+	}
+	return best
+}
+
+// partitions are a run's partitioned consumers.
+type partitions struct {
+	consumers []jetstream.Consumer
+	heartbeat time.Duration
+	member    string
+}
+
+// resolvePartitions makes or updates the partitions' consumers.
+func (r *run[T]) resolvePartitions(ctx context.Context, p *Partitions) error {
+	hb := p.heartbeat(ctx)
+	r.parts = &partitions{heartbeat: hb, member: cmpOr2(p.Member, defaultMember)}
+	for n := range p.Count {
+		c, err := r.src.JetStream.CreateOrUpdateConsumer(ctx, p.Stream, p.consumerConfig(n, hb))
+		if err != nil {
+			return fmt.Errorf("statepipe/jetstream: the consumer of partition %d: %w", n, err)
+		}
+		r.parts.consumers = append(r.parts.consumers, c)
+	}
+	return nil
+}
+
+func cmpOr2(s string, def func() string) string {
+	if s == "" {
+		return def()
+	}
+	return s
+}
+
+// partitioned runs the partitions' fetchers: every heartbeat it renews
+// this member's key, reads the members, and starts the fetchers of the
+// partitions it gained and stops those of the partitions it lost. It
+// returns once stop has ended and every fetcher has, the partitions
+// handed over.
+func (r *run[T]) partitioned(p *Partitions) {
+	pt := r.parts
+	key := p.Consumer.Durable + "." + pt.member
+	lanes := make([]*lane, p.Count)
+	var wg sync.WaitGroup
+	defer func() {
+		for _, l := range lanes {
+			if l != nil {
+				l.stopLane()
+			}
+		}
+		// Let the others take over now rather than at the key's TTL.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(r.stop), r.c.pubTimeout)
+		if err := p.Members.Delete(ctx, key); err != nil {
+			r.c.log.Warn("statepipe/jetstream: leaving the members", "key", key, "err", err)
+		}
+		cancel()
+		wg.Wait()
+	}()
+	tick := time.NewTicker(pt.heartbeat)
+	defer tick.Stop()
+	for {
+		members, err := r.members(p, key)
+		if err != nil {
+			r.c.log.Warn("statepipe/jetstream: reading the members; keeping the partitions as they are", "err", err)
+		} else {
+			for n := range lanes {
+				mine := owner(members, n) == pt.member
+				switch {
+				case mine && lanes[n] == nil:
+					l := newLane(r.stop, fmt.Sprintf(p.Subject, n), pt.consumers[n], priorityGroup, true)
+					lanes[n] = l
+					wg.Go(func() { r.fetch(l, max(1, p.Count/max(len(members), 1))); r.handOver(l) })
+				case !mine && lanes[n] != nil:
+					lanes[n].stopLane()
+					lanes[n] = nil
+				}
+			}
+			set := &laneSet{partitioned: true}
+			for _, l := range lanes {
+				if l != nil {
+					set.lanes = append(set.lanes, l)
+				}
+			}
+			r.src.lanes.Store(set)
+		}
+		select {
+		case <-tick.C:
+		case <-r.stop.Done():
+			return
+		}
+	}
+}
+
+// members renews this member's key and returns the members, sorted.
+func (r *run[T]) members(p *Partitions, key string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(r.stop, r.c.pubTimeout)
+	defer cancel()
+	if _, err := p.Members.Put(ctx, key, nil); err != nil {
+		return nil, err
+	}
+	lister, err := p.Members.ListKeysFiltered(ctx, p.Consumer.Durable+".*")
+	if err != nil {
+		return nil, err
+	}
+	var members []string
+	for k := range lister.Keys() {
+		members = append(members, strings.TrimPrefix(k, p.Consumer.Durable+"."))
+	}
+	if err := lister.Stop(); err != nil {
+		return nil, err
+	}
+	return members, nil
+}
+
+// handOver waits, after a lane's fetcher stopped, until every message it
+// held is settled, then unpins its consumer so that its next owner gets it
+// at once. At the drain's deadline it gives up: the pin then passes after
+// PinnedTTL.
+func (r *run[T]) handOver(l *lane) {
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for l.held.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-r.work.Done():
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.work, r.c.pubTimeout)
+	defer cancel()
+	if err := r.stream.UnpinConsumer(ctx, l.cons.CachedInfo().Name, priorityGroup); err != nil {
+		r.c.log.Debug("statepipe/jetstream: unpinning a partition given up", "partition", l.name, "err", err)
+	}
+}
