@@ -266,18 +266,19 @@ func TestDrainFinishesInFlight(t *testing.T) {
 	if s.Held != 0 || s.Done+s.Released != s.Fetched || s.Done == uint64(len(jobs)) {
 		t.Fatalf("after the drain: %+v", s)
 	}
-	info, err := cons.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Released messages count as unacked until redelivered. So, rarely
-	// (about 1 run in 12 here), do a few the server sent for a pull the
-	// client had already finished: never seen, they come back after
-	// AckWait (5s) instead of at once, and the second run below takes
-	// them too. Nothing is lost either way.
-	if uint64(info.NumAckPending) < s.Released || info.NumPending+uint64(info.NumAckPending) != uint64(len(jobs))-s.Done {
-		t.Fatalf("consumer after the drain: %d unacked, %d pending; source %+v", info.NumAckPending, info.NumPending, s)
-	}
+	// Finding 8 of issue 13: acks are fire-and-forget and the server
+	// applies them on its own time, so reading the consumer right after
+	// Run returned was flaky. Wait for the server to have applied them.
+	// Released messages count as unacked until redelivered. So, rarely,
+	// do a few the server sent for a pull the client had already
+	// finished: never seen, they come back after AckWait (5s) instead of
+	// at once, and the second run below takes them too. Nothing is lost
+	// either way.
+	waitFor(t, 5*time.Second, "the server to apply the drain's acks", func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && uint64(info.NumAckPending) >= s.Released &&
+			info.NumPending+uint64(info.NumAckPending) == uint64(len(jobs))-s.Done
+	})
 
 	// A second run takes the rest.
 	src2 := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob,
