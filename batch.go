@@ -198,15 +198,22 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 		return r
 	}
 	rec.park(&r, b.node)
+	rec.attempt = 1 // of the flush, from now on
+	b.join(rec, bt, size)
+	return parkedAt[T](b.node)
+}
+
+// join makes rec, which the caller took, a member of bt. b.mu is held.
+func (b *Batcher[T]) join(rec *record[T], bt *batch[T], size int) {
 	b.nextID++
 	id := b.nextID
 	// Watch the member's context only if it can end: a background
 	// context costs nothing here. The watcher waits for b.mu, so it
 	// finds the member in place.
 	var stop func() bool
-	if r.Ctx.Done() != nil {
+	if ctx := rec.req.Ctx; ctx.Done() != nil {
 		b.wg.Add(1)
-		stop = context.AfterFunc(r.Ctx, func() {
+		stop = context.AfterFunc(ctx, func() {
 			defer b.wg.Done()
 			// On a frame of the engine: the Resumed event is observed
 			// here, and Close from the observer must be refused.
@@ -228,7 +235,32 @@ func (b *Batcher[T]) Add(r Request[T]) Request[T] {
 	case b.cfg.maxBytes > 0 && bt.bytes >= b.cfg.maxBytes:
 		b.full(bt, FlushBytes)
 	}
-	return parkedAt[T](b.node)
+}
+
+// rejoin parks a request whose flush failed with a marked error in b
+// again, once its backoff is over, to go out with a later batch. A panic
+// in the batcher's key or size function fails it.
+func (b *Batcher[T]) rejoin(rec *record[T]) {
+	if err := b.tryRejoin(rec); err != nil {
+		rec.req.Err = err
+		b.p.resume(rec) // with Err set, the worker sends it out
+	}
+}
+
+func (b *Batcher[T]) tryRejoin(rec *record[T]) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = b.p.panicked(b.cfg.name+" key", v)
+		}
+	}()
+	size := 0
+	if b.size != nil {
+		size = b.size(rec.req.Data)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.join(rec, b.index.get(rec.req.Data, b), size)
+	return nil
 }
 
 // newBatch returns an empty batch for the index to open, reused from an

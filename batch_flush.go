@@ -188,12 +188,16 @@ func (b *Batcher[T]) settle(bt *batch[T], members []member[T], reqs []Request[T]
 		// Only the fields flush may set are taken back: the rest is
 		// the engine's bookkeeping, whatever flush did to the slice.
 		r := &m.rec.req
+		parkedNext := r.Next
 		r.Data, r.Err, r.Next = reqs[i].Data, reqs[i].Err, reqs[i].Next
 		if r.Err == nil && err != nil {
 			r.Err = err
 		}
 		if r.Err != nil {
 			failed++
+			if _, marked := retryable(r.Err); marked {
+				r.Next = parkedNext // a retry goes on from where it parked
+			}
 		}
 	}
 	if obs := b.p.obs; obs != nil {
@@ -212,14 +216,25 @@ func (b *Batcher[T]) settle(bt *batch[T], members []member[T], reqs []Request[T]
 	// them all sees them in Stats.
 	var tally outTally
 	finished := members[:0] // in place: a member resumed is not looked at again
+	resumed, retried := 0, 0
 	for _, m := range members {
-		if r := &m.rec.req; r.Next == nil || r.Err != nil {
+		r := &m.rec.req
+		switch {
+		case r.Err != nil && b.p.retries.retry(m.rec, b.cfg.name, b):
+			retried++ // it joins a later batch after its backoff
+		case r.Next == nil || r.Err != nil:
 			b.observeResumed(m)
 			tally.add(b.p.leaving(m.rec, r))
 			finished = append(finished, m)
-		} else {
+		default:
 			b.resume(m)
+			resumed++
 		}
+	}
+	if retried > 0 {
+		b.mu.Lock()
+		b.counters.retried += uint64(retried)
+		b.mu.Unlock()
 	}
 	b.p.countOut(b.node, &tally)
 	// Those that finish go out together: one update of the machine's count.
@@ -229,7 +244,7 @@ func (b *Batcher[T]) settle(bt *batch[T], members []member[T], reqs []Request[T]
 	if len(finished) > 0 {
 		b.p.release(int64(len(finished)))
 	}
-	if len(finished) == len(members) {
+	if resumed == 0 {
 		// Nothing went back to the workers, so none may go to wait
 		// again: a batch that gathered during this flush, here or in
 		// another batcher, is due now if the engine is idle, rather than

@@ -33,6 +33,7 @@ type BatchStats struct {
 	Items     uint64                  // requests flushed
 	Failed    uint64                  // requests a flush failed (its error, or their own)
 	Cancelled uint64                  // requests whose context ended while parked
+	Retries   uint64                  // of the failed, requests that joined a later batch after a backoff (Retry)
 	Parked    int                     // requests parked now
 	MeanFill  float64                 // average requests per flush
 	ParkTime  Durations               // from Add until the flush ended (or the context did)
@@ -63,6 +64,7 @@ func (b *Batcher[T]) Stats() BatchStats {
 		Items:     c.items,
 		Failed:    c.failed,
 		Cancelled: c.cancelled,
+		Retries:   c.retried,
 		Parked:    c.holding(),
 		ParkTime:  c.park.durations(),
 		FlushTime: c.flush.durations(),
@@ -79,6 +81,7 @@ func (b *Batcher[T]) Stats() BatchStats {
 type batchCounters struct {
 	flushes                          [numFlushReasons]uint64
 	parked, items, failed, cancelled uint64
+	retried                          uint64
 	park, flush                      localTiming
 	held                             atomic.Int64 // parked, or in a flush under way
 }

@@ -69,9 +69,13 @@ const (
 	// (their ids in Members), for Reason; Duration is the call's, Err its
 	// error (a *PanicError for a panic).
 	BatchFlushed
+	// Retrying: Attempt of the stage named Stage (or of the flush of the
+	// batcher named Batch) failed with Err, marked by Retry; the request
+	// runs it again after Duration.
+	Retrying
 )
 
-var eventKindNames = [...]string{"RequestStarted", "StageDone", "Parked", "Resumed", "RequestDone", "BatchFlushed"}
+var eventKindNames = [...]string{"RequestStarted", "StageDone", "Parked", "Resumed", "RequestDone", "BatchFlushed", "Retrying"}
 
 func (k EventKind) String() string {
 	if k < 0 || int(k) >= len(eventKindNames) {
@@ -86,10 +90,12 @@ type Event struct {
 	Request  uint64          // the request's id, unique within the Pipelines (not for BatchFlushed)
 	Group    uint64          // the id of the request's group
 	Ctx      context.Context // the request's context (the flush's for BatchFlushed)
-	Stage    string          // the stage, for StageDone and Parked
-	Batch    string          // the batcher's name, for Parked, Resumed and BatchFlushed
+	Stage    string          // the stage, for StageDone, Parked and Retrying
+	Batch    string          // the batcher's name, for Parked, Resumed, BatchFlushed and a flush's Retrying
 	Duration time.Duration
 	Err      error
+
+	Attempt int // Retrying only: the attempt that failed, 1 for the first
 
 	Reason  FlushReason // BatchFlushed only
 	Size    int         // BatchFlushed only

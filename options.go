@@ -27,6 +27,9 @@ type config struct {
 	middleware  any // []Middleware[T], checked against T in validate
 	logger      *slog.Logger
 	observer    Observer
+	keys        any // func(*Pipelines[T]) keyer[T], checked against T in validate
+	keyFailFast bool
+	backoff     *Backoff
 	problems    []string // recorded by options, reported by validate
 }
 
@@ -171,8 +174,17 @@ func validate[T any](sm StateMachine[T], stages int, opts []Option) (config, []M
 			c.problems = append(c.problems, "WithMiddleware: middleware is for a different data type than the machine")
 		}
 	}
+	if _, ok := c.keys.(func(*Pipelines[T]) keyer[T]); c.keys != nil && !ok {
+		c.problems = append(c.problems, "WithKey: key function for a different data type than the machine")
+	}
+	if c.keyFailFast && c.keys == nil {
+		c.problems = append(c.problems, "WithKeyFailFast without WithKey")
+	}
 	if len(c.problems) > 0 {
 		return c, nil, invalid("%s", strings.Join(c.problems, "; "))
+	}
+	if c.backoff == nil {
+		c.backoff = &defaultBackoff
 	}
 	if c.pipelines == 0 {
 		c.pipelines = runtime.GOMAXPROCS(0)

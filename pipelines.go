@@ -58,6 +58,8 @@ type Pipelines[T any] struct {
 		c  counts
 	}
 	parkers atomic.Pointer[[]parker] // copy on write, read when idle; index i is graph node batchNode(i)
+	retries *retries[T]              // requests waiting out a retry's backoff
+	keys    keyer[T]                 // with WithKey; nil otherwise
 	once    sync.Once
 }
 
@@ -111,6 +113,10 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 		p.obs = safeObserver(cfg.observer, p.log)
 	}
 	p.records.p = p
+	p.retries = newRetries(p)
+	if mk, ok := cfg.keys.(func(*Pipelines[T]) keyer[T]); ok {
+		p.keys = mk(p)
+	}
 	p.stages = newStageIndex(sm, names, codeOf(p.start))
 	p.parkers.Store(new([]parker))
 	p.wg.Add(1)
@@ -218,6 +224,10 @@ func (p *Pipelines[T]) Close() error {
 		<-p.drained
 		close(p.in) // nothing can send any more: every request is out
 		close(p.watch.quit)
+		p.retries.close()
+		if p.keys != nil {
+			p.keys.close()
+		}
 		p.wg.Wait()
 		for _, pk := range *p.parkers.Load() {
 			pk.engineClosed()
@@ -345,11 +355,20 @@ func (p *Pipelines[T]) submitting() bool {
 	if p.room.waiters.Load() > 0 && inside < int64(p.cfg.maxInFlight) {
 		return true
 	}
-	parked := 0
-	for _, pk := range *p.parkers.Load() {
-		parked += pk.parked()
+	return inside > int64(p.parked())
+}
+
+// parked returns how many requests inside wait for something other than a
+// worker: in batchers, for a retry's backoff, or for their key's turn.
+func (p *Pipelines[T]) parked() int {
+	n := int(p.retries.waiting.Load())
+	if p.keys != nil {
+		n += p.keys.waiting()
 	}
-	return inside > int64(parked)
+	for _, pk := range *p.parkers.Load() {
+		n += pk.parked()
+	}
+	return n
 }
 
 // queueDepth is how many requests may wait for a worker before Submit
@@ -404,6 +423,9 @@ func (p *Pipelines[T]) enqueue(g *Group[T], ctx context.Context, data T, id, seq
 	if timed(id) || p.obs != nil {
 		rec.queued = clock() // this one is timed; see Stats
 	}
+	if p.keys != nil && !p.keys.enter(rec) {
+		return // it waits for its key's turn
+	}
 	p.in <- rec // never blocks: in has room for every request inside
 }
 
@@ -418,10 +440,17 @@ func (p *Pipelines[T]) deliver(rec *record[T], r Request[T]) {
 // caller releases its place. r is the request as it leaves: its record is
 // forgotten, its id kept.
 func (p *Pipelines[T]) handOut(rec *record[T], r Request[T]) {
-	g, seq := rec.group, rec.seq
+	g, seq, line := rec.group, rec.seq, rec.line
 	p.records.put(rec)
 	r.rec, r.tag, r.Next = nil, r.tag&^callMask, nil
 	g.put(seq, r)
+	if line != nil {
+		// Out now: the next request with its key may run. It is counted
+		// inside already, so in has room for it.
+		if next := line.leave(r.Err); next != nil {
+			p.in <- next
+		}
+	}
 }
 
 // timingSample is how many requests share one timed request: a clock

@@ -32,6 +32,19 @@ type record[T any] struct {
 	// For WithDAG: the stages run so far, and the last few for CycleError.
 	visited bitset
 	trail   trail
+
+	// attempt counts the runs of the current step (a stage, or a
+	// batcher's flush): 1 on the first. retry is set while the request
+	// waits to run its stage again, so that the run is not counted as a
+	// new step.
+	attempt int32
+	retry   bool
+	waiting retryWait[T] // while it waits out a retry's backoff
+
+	// With WithKey: the line of its key while inside the machine, and its
+	// place in it while it waits for its turn.
+	line keyLine[T]
+	turn keyTurn[T]
 }
 
 // take makes the caller the request's owner, if r is the request of the
@@ -76,6 +89,7 @@ func (rs *records[T]) move(rec *record[T]) *record[T] {
 	fresh.queued, fresh.started, fresh.from = rec.queued, rec.started, rec.from
 	fresh.visited.low, fresh.visited.high = rec.visited.low, append(fresh.visited.high[:0], rec.visited.high...)
 	fresh.trail = rec.trail
+	fresh.attempt, fresh.line = rec.attempt, rec.line
 	rs.put(rec)
 	return fresh
 }
@@ -90,6 +104,9 @@ func (rs *records[T]) put(rec *record[T]) {
 	rec.queued, rec.started = 0, 0
 	rec.visited.clear()
 	rec.trail = trail{}
+	rec.attempt, rec.retry, rec.line = 0, false, nil
+	// waiting and turn are empty by now, and left alone: a watcher that
+	// fired late may read them, under their own locks.
 	rs.pool.Put(rec)
 }
 

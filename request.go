@@ -77,3 +77,14 @@ type StateMachine[T any] interface {
 // ID returns the request's id, unique within its Pipelines: the Request of
 // Observer events. It is 0 for a Request that no Pipelines admitted.
 func (r Request[T]) ID() uint64 { return r.tag >> callBits }
+
+// Attempt returns which attempt of the current step this is: 1 on the
+// first run of a stage (or of the flush a request is in), 2 on its first
+// retry ([Retry]), and so on. It is meant for the stage or flush that has
+// the request; it is 0 for a Request no Pipelines holds.
+func (r Request[T]) Attempt() int {
+	if r.rec == nil {
+		return 0
+	}
+	return int(r.rec.attempt)
+}

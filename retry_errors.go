@@ -1,7 +1,6 @@
 package statepipe
 
 import (
-	"errors"
 	"fmt"
 	"time"
 )
@@ -38,13 +37,28 @@ func (e *retryMark) Error() string { return e.err.Error() }
 func (e *retryMark) Unwrap() error { return e.err }
 
 // retryable reports whether err is marked for retry, and the least wait
-// it asks for. Only the outermost mark in err's chain counts.
+// it asks for. The first mark in err's chain counts. It walks the chain
+// itself rather than with errors.As, which would allocate on every failed
+// request.
 func retryable(err error) (after time.Duration, ok bool) {
-	var m *retryMark
-	if !errors.As(err, &m) {
-		return 0, false
+	for err != nil {
+		switch e := err.(type) {
+		case *retryMark:
+			return e.after, true
+		case interface{ Unwrap() error }:
+			err = e.Unwrap()
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				if after, ok := retryable(inner); ok {
+					return after, true
+				}
+			}
+			return 0, false
+		default:
+			return 0, false
+		}
 	}
-	return m.after, true
+	return 0, false
 }
 
 // RetryError is the error of a request whose stage kept failing with an

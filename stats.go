@@ -19,7 +19,11 @@ type Stats struct {
 	Queued    int    // waiting for a worker
 	Running   int    // on a worker right now
 	Parked    int    // held by batchers
+	Retrying  int    // waiting out a retry's backoff (WithRetry)
 	Workers   int    // worker goroutines
+
+	// Keys describe the keys inside, with WithKey; zero otherwise.
+	Keys KeyStats
 
 	// ObserverPanics counts panics recovered in the Observer's Observe
 	// (WithObserver); their events were dropped.
@@ -47,6 +51,7 @@ type StageStats struct {
 	Name    string
 	Runs    uint64    // times the stage was called
 	Errors  uint64    // runs that ended with the request's Err set (panics included)
+	Retries uint64    // of those, runs retried after a backoff (Retry)
 	Latency Histogram // durations of the timed runs
 }
 
@@ -87,7 +92,11 @@ func (p *Pipelines[T]) Stats() Stats {
 	s.Running = max(0, s.Workers-int(p.idle.Load())-int(p.exited.Load()))
 	for i, n := range names {
 		st := c.stage(i)
-		s.Stages[i] = StageStats{Name: n, Runs: st.runs, Errors: st.errs, Latency: st.latency}
+		s.Stages[i] = StageStats{Name: n, Runs: st.runs, Errors: st.errs, Retries: st.retries, Latency: st.latency}
+	}
+	s.Retrying = int(p.retries.waiting.Load())
+	if p.keys != nil {
+		s.Keys = p.keys.stats()
 	}
 	p.mu.Lock()
 	groups := p.groups.all()
@@ -183,9 +192,9 @@ type counts struct {
 }
 
 type stageCounts struct {
-	runs, errs uint64
-	latency    Histogram
-	used       bool // listed in counts.used
+	runs, errs, retries uint64
+	latency             Histogram
+	used                bool // listed in counts.used
 }
 
 func (ws *workerStats) init() {
@@ -258,6 +267,7 @@ func (c *counts) merge(o *counts) {
 		st := c.stage(int(i))
 		st.runs += os.runs
 		st.errs += os.errs
+		st.retries += os.retries
 		st.latency.add(&os.latency)
 	}
 	c.edges.merge(&o.edges)

@@ -144,15 +144,22 @@ func (w *worker[T]) run(rec *record[T]) {
 		}
 		stage := r.Next
 		sid := p.stages.id(codeOf(stage))
-		if p.cfg.dag {
-			if rec.visited.add(sid) {
-				r.Err = p.cycleError(sid, &rec.trail)
-				break
+		if rec.retry {
+			// The same stage again, after a retry's backoff: not a new
+			// step, so no transition and no cycle.
+			rec.retry = false
+		} else {
+			rec.attempt = 1
+			if p.cfg.dag {
+				if rec.visited.add(sid) {
+					r.Err = p.cycleError(sid, &rec.trail)
+					break
+				}
+				rec.trail.push(sid)
 			}
-			rec.trail.push(sid)
+			w.stats.local.edges.add(rec.from, node(sid), lastTime)
+			rec.from = node(sid)
 		}
-		w.stats.local.edges.add(rec.from, node(sid), lastTime)
-		rec.from = node(sid)
 		r.Next = nil // a stage that sets nothing finishes the request
 		if first {
 			// Later calls get their tag when the previous one returns.
@@ -224,6 +231,16 @@ func (w *worker[T]) run(rec *record[T]) {
 		w.stats.stage(sid, r.Err != nil)
 		if p.obs != nil {
 			w.observeStage(&r, gid, sid, lastTime, r.Err, false, 0)
+		}
+		if r.Err != nil {
+			// A marked error runs the stage again after a backoff.
+			r.Next = stage
+			rec.req = r
+			if p.retries.retry(rec, p.stages.name(sid), nil) {
+				w.stats.local.stage(sid).retries++
+				return
+			}
+			r.Err = rec.req.Err // unchanged, or a *RetryError
 		}
 	}
 	end := nodeDone
