@@ -184,8 +184,12 @@ func (r *run[T]) accept(l *lane, msg jetstream.Msg) {
 		ct.redelivered.Add(1)
 	}
 	r.hold(d)
-	if l.stopped.Err() != nil {
-		r.finish(d, action{kind: actRelease}) // arrived after the drain began: give it back at once
+	if l.stopped.Err() != nil && !l.ordered {
+		// Arrived after the drain began: give it back at once. Not on an
+		// ordered lane: the server might hand the messages after it to
+		// the partition's next owner before it applies the nak, so
+		// process it; the lane still holds the pin.
+		r.finish(d, action{kind: actRelease})
 		return
 	}
 	data, err := connect.Decode(r.src.Decode, msg.Data())

@@ -161,16 +161,26 @@ func defaultMember() string {
 func owner(members []string, n int) string {
 	var best string
 	var top uint64
+	pn := mix(uint64(n) + 1)
 	for _, m := range members {
 		h := fnv.New64a()
 		h.Write([]byte(m))
-		h.Write([]byte{0})
-		h.Write([]byte(strconv.Itoa(n)))
-		if s := h.Sum64(); best == "" || s > top || s == top && m < best {
+		// FNV alone ranks short names that differ in one byte the same
+		// way for every partition; the finalizer spreads them.
+		if s := mix(h.Sum64() ^ pn); best == "" || s > top || s == top && m < best {
 			best, top = m, s
 		}
 	}
 	return best
+}
+
+// mix is SplitMix64's finalizer.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // partitions are a run's partitioned consumers.
@@ -275,9 +285,7 @@ func (r *run[T]) members(p *Partitions, key string) ([]string, error) {
 	for k := range lister.Keys() {
 		members = append(members, strings.TrimPrefix(k, p.Consumer.Durable+"."))
 	}
-	if err := lister.Stop(); err != nil {
-		return nil, err
-	}
+	_ = lister.Stop() // ended by itself already, after the last key
 	return members, nil
 }
 

@@ -485,3 +485,6 @@ func (r *run[T]) msgID(d *delivery) string {
 func (d *delivery) id() string {
 	return d.meta.Stream + ":" + strconv.FormatUint(d.meta.Sequence.Stream, 10)
 }
+
+// Running reports whether Run is running.
+func (s *Source[T]) Running() bool { return s.running.Load() }
