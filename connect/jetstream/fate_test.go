@@ -50,11 +50,7 @@ func TestLastDeliveryLostWithItsProcessIsDeadLettered(t *testing.T) {
 	}
 	src := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob, DeadLetter: dlqSubject,
 		FetchWait: 100 * time.Millisecond}
-	stop := runSource(t, src, newPipelines(t, newMachine(10, 0)))
-	waitFor(t, 20*time.Second, "every lost message dead-lettered", func() bool { return src.Stats().Exhausted == uint64(len(jobs)) })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runUntil(t, src, newPipelines(t, newMachine(10, 0)), 20*time.Second, "every lost message dead-lettered", func(s spjs.Stats) bool { return s.Exhausted == uint64(len(jobs)) })
 	settledAll(t, e, cons)
 	var got []string
 	for _, msg := range readStream(t, e.js, dlqStream) {
@@ -93,11 +89,7 @@ func TestExhaustedRetriesAreRedeliveredThenDeadLettered(t *testing.T) {
 	src := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob, DeadLetter: dlqSubject,
 		FetchWait: 100 * time.Millisecond, Backoff: func(uint64) time.Duration { return 10 * time.Millisecond },
 		Sink: &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob}}
-	stop := runSource(t, src, newPipelines(t, m))
-	waitFor(t, 20*time.Second, "both settled", func() bool { s := src.Stats(); return s.Done == 1 && s.DeadLettered == 1 })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runUntil(t, src, newPipelines(t, m), 20*time.Second, "both settled", func(s spjs.Stats) bool { return s.Done == 1 && s.DeadLettered == 1 })
 	for _, id := range []string{"third-time-lucky", "hopeless"} {
 		if d := m.deliveries(id); !slices.Equal(d, []uint64{1, 2, 3}) {
 			t.Errorf("%s: deliveries %v, want [1 2 3]", id, d)
@@ -129,11 +121,7 @@ func TestResultCarriesInputHeaders(t *testing.T) {
 	}
 	src := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob, FetchWait: 100 * time.Millisecond,
 		Sink: &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob}}
-	stop := runSource(t, src, newPipelines(t, newMachine(10, 0)))
-	waitFor(t, 10*time.Second, "acked", func() bool { return src.Stats().Done == 1 })
-	if err := stop(); err != nil {
-		t.Fatal(err)
-	}
+	runUntil(t, src, newPipelines(t, newMachine(10, 0)), 10*time.Second, "acked", func(s spjs.Stats) bool { return s.Done == 1 })
 	out := readStream(t, e.js, resultsStream)
 	if len(out) != 1 {
 		t.Fatalf("%d results", len(out))
@@ -172,11 +160,7 @@ func TestTwoConsumersEachStoreTheirResults(t *testing.T) {
 		}
 		src := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob, FetchWait: 100 * time.Millisecond,
 			Sink: &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob}}
-		stop := runSource(t, src, newPipelines(t, newMachine(10, 0)))
-		waitFor(t, 10*time.Second, name+" acked", func() bool { return src.Stats().Done == uint64(len(jobs)) })
-		if err := stop(); err != nil {
-			t.Fatal(err)
-		}
+		runUntil(t, src, newPipelines(t, newMachine(10, 0)), 10*time.Second, name+" acked", func(s spjs.Stats) bool { return s.Done == uint64(len(jobs)) })
 		srcs = append(srcs, src)
 	}
 	got, _ := resultIDs(t, e)

@@ -17,10 +17,17 @@ import (
 // lane is one consumer a run fetches from: the Source's Consumer, or
 // one partition's.
 type lane struct {
-	name     string // the partition's subject, or the consumer's name
-	cons     jetstream.Consumer
-	group    string // the priority group to pull from, if any
-	ordered  bool   // settle its messages in the order they were fetched
+	name    string // the partition's subject, or the consumer's name
+	cons    jetstream.Consumer
+	group   string // the priority group to pull from, if any
+	ordered bool   // settle its messages in the order they were fetched
+	// pullEvery, for a pinned lane, is how often it must pull at least,
+	// even without room, so that its pin does not pass while it holds
+	// messages; 0 for a lane without a pin.
+	pullEvery time.Duration
+	// takeover is set on a partition's lane until it has rewound the
+	// partition to its ack floor (see takeOver); only its fetcher uses it.
+	takeover bool
 	lag      atomic.Int64
 	held     atomic.Int64
 	stopped  context.Context // ends when the lane must stop fetching
@@ -63,7 +70,11 @@ func (r *run[T]) startFetching() <-chan struct{} {
 // (its share of it, among lanes lanes), decodes and submits, until the
 // lane stops.
 func (r *run[T]) fetch(l *lane, lanes int) {
-	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(r.c.fetchWait)}
+	wait := r.c.fetchWait
+	if l.pullEvery > 0 {
+		wait = min(wait, l.pullEvery)
+	}
+	opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(wait)}
 	if l.group != "" {
 		opts = append(opts, jetstream.FetchPriorityGroup(l.group))
 	}
@@ -73,16 +84,27 @@ func (r *run[T]) fetch(l *lane, lanes int) {
 		if n == 0 {
 			return
 		}
-		got := 0
+		if n < 0 {
+			r.keepPin(l)
+			continue
+		}
+		got, dropped := 0, 0
 		batch, err := l.cons.Fetch(n, opts...)
 		if err == nil {
 			for msg := range batch.Messages() {
+				if l.takeover {
+					dropped++
+					continue
+				}
 				got++
 				r.accept(l, msg)
 			}
 			err = batch.Error()
 		}
 		r.unreserve(n - got)
+		if dropped > 0 {
+			r.takeOver(l)
+		}
 		switch {
 		case err == nil || errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages):
 			if got == 0 && l.group == "" {
@@ -122,8 +144,15 @@ func (r *run[T]) consumerGone(l *lane, err error) bool {
 // reserve waits until there is room to fetch for and reserves it: at
 // least half of MaxInFlight, or any if nothing is held (so that fetches
 // are not tiny), and at most the lane's share of MaxInFlight. It returns
-// 0 once the lane must stop.
+// 0 once the lane must stop, and -1 when a pinned lane has waited
+// pullEvery: time to keep its pin.
 func (r *run[T]) reserve(l *lane, lanes int) int {
+	var keep <-chan time.Time
+	if l.pullEvery > 0 {
+		t := time.NewTimer(l.pullEvery)
+		defer t.Stop()
+		keep = t.C
+	}
 	limit := r.c.maxInFlight
 	share := max(1, (limit+lanes-1)/lanes)
 	lowWater := max(1, min(share, limit/2))
@@ -142,9 +171,63 @@ func (r *run[T]) reserve(l *lane, lanes int) int {
 		r.mu.Unlock()
 		select {
 		case <-r.room:
+		case <-keep:
+			return -1
 		case <-l.stopped.Done():
 			return 0
 		}
+	}
+}
+
+// takeOver rewinds a partition that this process has just been pinned
+// to, once: the consumer delivers again from its ack floor, the first
+// message its previous owner did not settle (acks are in order), in
+// stream order. The messages of the first batch, which told that the pin
+// is this process's, were dropped unseen; they come again. Whatever the
+// previous owner left, handed over or dead with it, this process so
+// processes the partition in order, without waiting for AckWait.
+func (r *run[T]) takeOver(l *lane) {
+	ctx, cancel := context.WithTimeout(l.stopped, r.c.pubTimeout)
+	defer cancel()
+	_, err := r.stream.ResetConsumer(ctx, l.cons.CachedInfo().Name)
+	switch {
+	case err == nil:
+		l.takeover = false
+	case l.stopped.Err() != nil:
+	case errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrJetStreamNotEnabled):
+		r.fail(fmt.Errorf("statepipe/jetstream: rewinding partition %s: %w", l.name, err))
+	default:
+		// An old server has no consumer reset: go on without; the
+		// dropped messages come back after AckWait, maybe after later
+		// ones.
+		r.c.log.Error("statepipe/jetstream: cannot rewind a partition taken over; its order may break once",
+			"partition", l.name, "err", err)
+		l.takeover = false
+	}
+}
+
+// keepPin sends a pinned lane's pull that cannot deliver anything (at
+// most 1 byte): the server counts it as the pinned client's pull and keeps
+// the pin, while the lane has no room for messages or is handing its
+// partition over.
+func (r *run[T]) keepPin(l *lane) {
+	batch, err := l.cons.FetchBytes(1, jetstream.FetchMaxWait(max(l.pullEvery/2, time.Millisecond)),
+		jetstream.FetchPriorityGroup(l.group))
+	if err == nil {
+		for msg := range batch.Messages() { // none can fit; take it if one does
+			if l.takeover {
+				continue // delivered again after the rewind
+			}
+			r.mu.Lock()
+			r.reserved++
+			r.mu.Unlock()
+			r.accept(l, msg)
+		}
+		err = batch.Error()
+	}
+	if errors.Is(err, jetstream.ErrPinIDMismatch) {
+		r.c.log.Warn("statepipe/jetstream: a partition's pin passed to another process while this one held it; its order may break",
+			"partition", l.name)
 	}
 }
 

@@ -122,11 +122,7 @@ func TestRecreatedWorkStreamGetsItsOwnResults(t *testing.T) {
 		cons := e.consumer(t, consumerConfig())
 		src := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob, FetchWait: 100 * time.Millisecond,
 			Sink: &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob}}
-		stop := runSource(t, src, newPipelines(t, newMachine(10, 0)))
-		waitFor(t, 10*time.Second, "acked", func() bool { return src.Stats().Done == want })
-		if err := stop(); err != nil {
-			t.Fatal(err)
-		}
+		runUntil(t, src, newPipelines(t, newMachine(10, 0)), 10*time.Second, "acked", func(s spjs.Stats) bool { return s.Done == want })
 		return src
 	}
 	run(10)

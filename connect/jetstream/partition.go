@@ -35,20 +35,26 @@ import (
 // disagree: a process giving a partition up settles the messages it
 // holds of it, then unpins it; a process that dies keeps it until
 // PinnedTTL has passed without its pulls.
-//
+
 // Order. A partition's messages enter the pipeline in stream order, and
-// are acked (or naked, or termed) in that order too, so that what a
-// process leaves unsettled when it dies is always the end of the
-// partition, redelivered in order, before anything after it, to the next
-// owner (the server redelivers expired messages first, by sequence, and
-// PinnedTTL is at least AckWait so that they have expired when the next
-// owner gets the pin). Several messages of a partition may be in flight
-// at once (up to the consumer's MaxAckPending): give the Pipelines
-// statepipe.WithKey with the same key, so that the side effects of one
-// key run one after another, in order, while different keys run in
+// are acked (or naked, or termed) in that order too, so that the
+// partition's ack floor is always the first message its owner has not
+// finished. A process that takes a partition over, from a process that
+// handed it over or from one that died with messages of it, rewinds the
+// partition's consumer to that ack floor (a consumer reset, nats-server
+// 2.14 and later) and so gets, in stream order, everything its previous
+// owner did not finish, before anything after it: side effects of those
+// are replayed in order (at least once), none is skipped. A process
+// keeps its pin by pulling four times per PinnedTTL at least, even
+// without room for more messages. Several messages of a partition may be
+// in flight at once (up to the consumer's MaxAckPending): give the
+// Pipelines statepipe.WithKey with the same key, so that the side effects
+// of one key run one after another, in order, while different keys run in
 // parallel. A message that fails for now is delivered again after the
 // ones behind it; retry inside the pipeline (statepipe.Retry) where the
-// order of one key's attempts matters.
+// order of one key's attempts matters. A rewind starts the delivery
+// counts again: a message that makes every process that takes it die is
+// not stopped by MaxDeliver.
 type Partitions struct {
 	// Stream is the partitioned stream; required.
 	Stream string
@@ -61,8 +67,9 @@ type Partitions struct {
 	Count int
 	// Consumer is the template of the partitions' consumers; Durable is
 	// required and names them. AckPolicy must be explicit (the zero
-	// value). PinnedTTL defaults to AckWait plus three heartbeats, and
-	// must be at least AckWait. MaxAckPending bounds each partition's
+	// value). PinnedTTL, how soon a dead process's partitions pass to
+	// the others, defaults to five heartbeats; a partition's process
+	// pulls four times per PinnedTTL at least, to keep its pin. MaxAckPending bounds each partition's
 	// messages in flight.
 	Consumer jetstream.ConsumerConfig
 	// Members is the bucket where the processes meet; required. Its TTL
@@ -97,8 +104,8 @@ func (p *Partitions) validate() error {
 	if !validName.MatchString(p.Consumer.Durable) {
 		problems = append(problems, fmt.Sprintf("Partitions.Consumer.Durable %q is not a consumer name", p.Consumer.Durable))
 	}
-	if p.Consumer.PinnedTTL != 0 && p.Consumer.PinnedTTL < p.Consumer.AckWait {
-		problems = append(problems, fmt.Sprintf("Partitions.Consumer.PinnedTTL %v is shorter than its AckWait %v: a dead process's messages would come back after the next owner's", p.Consumer.PinnedTTL, p.Consumer.AckWait))
+	if p.Consumer.PinnedTTL < 0 {
+		problems = append(problems, "Partitions.Consumer.PinnedTTL must not be negative")
 	}
 	if p.Members == nil {
 		problems = append(problems, "nil Partitions.Members")
@@ -125,7 +132,7 @@ func (p *Partitions) consumerConfig(n int, heartbeat time.Duration) jetstream.Co
 	cfg.PriorityPolicy = jetstream.PriorityPolicyPinned
 	cfg.PriorityGroups = []string{priorityGroup}
 	if cfg.PinnedTTL == 0 {
-		cfg.PinnedTTL = cmpOr(cfg.AckWait, 30*time.Second) + 3*heartbeat
+		cfg.PinnedTTL = 5 * heartbeat
 	}
 	return cfg
 }
@@ -186,6 +193,7 @@ func mix(x uint64) uint64 {
 // partitions are a run's partitioned consumers.
 type partitions struct {
 	consumers []jetstream.Consumer
+	pullEvery []time.Duration // each consumer's lane's
 	heartbeat time.Duration
 	member    string
 }
@@ -200,6 +208,9 @@ func (r *run[T]) resolvePartitions(ctx context.Context, p *Partitions) error {
 			return fmt.Errorf("statepipe/jetstream: the consumer of partition %d: %w", n, err)
 		}
 		r.parts.consumers = append(r.parts.consumers, c)
+		// Pull four times per PinnedTTL at least, to keep the pin.
+		every := c.CachedInfo().Config.PinnedTTL / 4
+		r.parts.pullEvery = append(r.parts.pullEvery, min(max(every, time.Millisecond), r.c.fetchWait))
 	}
 	return nil
 }
@@ -247,6 +258,7 @@ func (r *run[T]) partitioned(p *Partitions) {
 				switch {
 				case mine && lanes[n] == nil:
 					l := newLane(r.stop, fmt.Sprintf(p.Subject, n), pt.consumers[n], priorityGroup, true)
+					l.pullEvery, l.takeover = pt.pullEvery[n], true
 					lanes[n] = l
 					wg.Go(func() { r.fetch(l, max(1, p.Count/max(len(members), 1))); r.handOver(l) })
 				case !mine && lanes[n] != nil:
@@ -296,11 +308,16 @@ func (r *run[T]) members(p *Partitions, key string) ([]string, error) {
 func (r *run[T]) handOver(l *lane) {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
+	pulled := time.Now()
 	for l.held.Load() > 0 {
 		select {
 		case <-tick.C:
 		case <-r.work.Done():
 			return
+		}
+		if time.Since(pulled) >= l.pullEvery {
+			r.keepPin(l) // the pin must not pass before the last message is settled
+			pulled = time.Now()
 		}
 	}
 	ctx, cancel := context.WithTimeout(r.work, r.c.pubTimeout)

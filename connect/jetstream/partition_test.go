@@ -2,11 +2,13 @@ package jetstream_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,41 +23,45 @@ func keyOf(j Job) string { k, _, _ := strings.Cut(j.ID, "/"); return k }
 // sideEffects records, per key, the sequence numbers in the order a
 // stage saw them, across processes.
 type sideEffects struct {
-	mu  sync.Mutex
-	log map[string][]int
+	mu    sync.Mutex
+	log   map[string][]int
+	trace map[string][]string // who saw it, at which delivery, for the failure message
 }
 
-func (s *sideEffects) record(id string) {
+func (s *sideEffects) record(id, who string, delivered uint64) {
 	k, n, _ := strings.Cut(id, "/")
 	seq, _ := strconv.Atoi(n)
 	s.mu.Lock()
 	s.log[k] = append(s.log[k], seq)
+	s.trace[k] = append(s.trace[k], fmt.Sprintf("%d:%s#%d@%s", seq, who, delivered, time.Now().Format("05.000")))
 	s.mu.Unlock()
 }
 
 // check returns, per key, how far it got, and fails the test if a key
 // ever saw a message before every earlier one of its key: replays (a
 // suffix seen again after a process died) are allowed, skips are not.
-func (s *sideEffects) check(t *testing.T) (done map[string]int, replays int) {
-	t.Helper()
+func (s *sideEffects) check() (done map[string]int, replays int, bad []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	done = map[string]int{}
 	for k, seqs := range s.log {
 		top := -1
-		for i, v := range seqs {
+		for _, v := range seqs {
 			switch {
 			case v == top+1:
 				top = v
 			case v <= top:
 				replays++
 			default:
-				t.Errorf("key %s: %d after %v: out of order", k, v, seqs[:i])
+				if len(bad) < 3 {
+					bad = append(bad, fmt.Sprintf("key %s out of order: %v", k, s.trace[k]))
+				}
+				top = max(top, v)
 			}
 		}
 		done[k] = top
 	}
-	return done, replays
+	return done, replays, bad
 }
 
 // Finding 7 of issue 13: with MaxAckPending above 1 per-key order broke
@@ -91,7 +97,7 @@ func TestPartitionsSpreadAndKeepKeyOrder(t *testing.T) {
 			t.Fatal("publishing timed out")
 		}
 	}
-	effects := &sideEffects{log: map[string][]int{}}
+	effects := &sideEffects{log: map[string][]int{}, trace: map[string][]string{}}
 
 	type proc struct {
 		src  *spjs.Source[Job]
@@ -104,15 +110,22 @@ func TestPartitionsSpreadAndKeepKeyOrder(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var dead atomic.Bool
 		m := newMachine(8, 50*time.Millisecond)
-		m.behave = func(r *statepipe.Request[Job]) { effects.record(r.Data.ID) }
+		m.behave = func(r *statepipe.Request[Job]) {
+			if dead.Load() { // a dead process has no side effects
+				r.Err = errors.New("dead")
+				return
+			}
+			effects.record(r.Data.ID, name, r.Data.Delivered)
+		}
 		p := newPipelines(t, m, statepipe.WithKey(keyOf))
 		src := &spjs.Source[Job]{JetStream: js, Decode: decodeJob, FetchWait: 100 * time.Millisecond, MaxInFlight: 64,
 			Backoff: func(uint64) time.Duration { return 10 * time.Millisecond },
 			Partitions: &spjs.Partitions{Stream: "PARTS", Subject: "parts.%d", Count: parts, Members: kv, Member: name,
 				Heartbeat: 200 * time.Millisecond,
-				Consumer:  jetstream.ConsumerConfig{Durable: "ordered", AckWait: time.Second, MaxDeliver: 20, MaxAckPending: 16}}}
-		return &proc{src: src, stop: runSource(t, src, p), kill: nc.Close}
+				Consumer:  jetstream.ConsumerConfig{Durable: "ordered", AckWait: 5 * time.Second, MaxDeliver: 20, MaxAckPending: 16}}}
+		return &proc{src: src, stop: runSource(t, src, p), kill: func() { nc.Close(); dead.Store(true) }}
 	}
 	owned := func(ps ...*proc) (each []int, total int) {
 		seen := map[string]bool{}
@@ -157,9 +170,12 @@ func TestPartitionsSpreadAndKeepKeyOrder(t *testing.T) {
 	publishKeys(12, perKey)
 	waitFor(t, 10*time.Second, "c to hold messages", func() bool { return c.src.Stats().Held > 4 })
 	killed := c.src.Stats()
-	c.kill() // dies with what it holds: no drain, no acks, its key expires
+	c.kill() // dies with what it holds: no more side effects, no acks, its key expires
 	waitFor(t, 30*time.Second, "every key done", func() bool {
-		done, _ := effects.check(t)
+		done, _, bad := effects.check()
+		if len(bad) > 0 {
+			t.Fatalf("%s", strings.Join(bad, "\n"))
+		}
 		if len(done) < keys {
 			return false
 		}
@@ -170,7 +186,7 @@ func TestPartitionsSpreadAndKeepKeyOrder(t *testing.T) {
 		}
 		return true
 	})
-	_, replays := effects.check(t)
+	_, replays, _ := effects.check()
 	if replays == 0 {
 		t.Errorf("nothing replayed after c died holding %d messages", killed.Held)
 	}

@@ -40,6 +40,7 @@ type workerSpec struct {
 	FlushSleep  time.Duration // each flush sleeps this long: a remote bulk call
 	Work        int           // rounds of CPU work per request
 	Gate        string        // if set, Run starts on the first message to this subject
+	Plain       bool          // a plain nats.go consumer doing the same work, for a baseline
 }
 
 // workerMain is a worker process: it runs a Source on the consumer
@@ -53,7 +54,11 @@ func workerMain() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := runWorker(ctx, spec, os.Stdout); err != nil {
+	run := runWorker
+	if spec.Plain {
+		run = runPlain
+	}
+	if err := run(ctx, spec, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		return 1
 	}
@@ -86,6 +91,22 @@ func runWorker(ctx context.Context, spec workerSpec, out io.Writer) error {
 		FetchWait: 200 * time.Millisecond,
 		Sink:      &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob},
 	}
+	if err := waitGate(ctx, nc, spec, out); err != nil {
+		return err
+	}
+	if err := src.Run(ctx, p); err != nil {
+		return err
+	}
+	b, err := json.Marshal(src.Stats())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "stats %s\n", b)
+	return nil
+}
+
+// waitGate says the worker is ready and waits for the gate's signal.
+func waitGate(ctx context.Context, nc *nats.Conn, spec workerSpec, out io.Writer) error {
 	if spec.Gate != "" {
 		gate, err := nc.SubscribeSync(spec.Gate)
 		if err != nil {
@@ -101,21 +122,83 @@ func runWorker(ctx context.Context, spec workerSpec, out io.Writer) error {
 	} else {
 		fmt.Fprintln(out, "ready")
 	}
-	if err := src.Run(ctx, p); err != nil {
-		return err
-	}
-	b, err := json.Marshal(src.Stats())
+	return nil
+}
+
+// runPlain is the benchmarks' baseline: a hand-written nats.go consumer
+// doing the work the Source and the tests' machine do for each message
+// (decode, the CPU work, publish the result with a message ID, await the
+// stream's ack, ack), in fetches of 100, without statepipe.
+func runPlain(ctx context.Context, spec workerSpec, out io.Writer) error {
+	nc, err := nats.Connect(spec.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "stats %s\n", b)
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
+	if err != nil {
+		return err
+	}
+	cons, err := js.Consumer(ctx, jobsStream, consumerName)
+	if err != nil {
+		return err
+	}
+	if err := waitGate(ctx, nc, spec, out); err != nil {
+		return err
+	}
+	var done uint64
+	type pending struct {
+		msg jetstream.Msg
+		ack jetstream.PubAckFuture
+	}
+	var batch []pending
+	for ctx.Err() == nil {
+		msgs, err := cons.Fetch(100, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			continue
+		}
+		batch = batch[:0]
+		for msg := range msgs.Messages() {
+			j, err := decodeJob(msg.Data())
+			if err != nil {
+				_ = msg.Term()
+				continue
+			}
+			if spec.Work > 0 {
+				burn(j.ID, spec.Work)
+			}
+			body, _ := encodeJob(j)
+			m := nats.NewMsg(resultsSubj)
+			m.Data = body
+			meta, _ := msg.Metadata()
+			m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%d", meta.Stream, meta.Sequence.Stream))
+			f, err := js.PublishMsgAsync(m)
+			if err != nil {
+				_ = msg.Nak()
+				continue
+			}
+			batch = append(batch, pending{msg, f})
+		}
+		for _, p := range batch {
+			select {
+			case <-p.ack.Ok():
+				_ = p.msg.Ack()
+				done++
+			case <-p.ack.Err():
+				_ = p.msg.Nak()
+			}
+		}
+	}
+	_ = nc.Flush()
+	fmt.Fprintf(out, "stats {\"Done\":%d}\n", done)
 	return nil
 }
 
 // worker is a worker process started by a test.
 type worker struct {
 	cmd   *exec.Cmd
-	lines chan string // its stdout, line by line; closed at its end
+	lines chan string   // its stdout, line by line; closed at its end
+	cpu   time.Duration // user and system CPU it used, once stopped
 }
 
 // startWorkers starts n worker processes and waits until each is ready.
@@ -183,6 +266,7 @@ func (w *worker) stop(t testing.TB) spjs.Stats {
 	if err := w.cmd.Wait(); err != nil {
 		t.Fatalf("worker: %v", err)
 	}
+	w.cpu = w.cmd.ProcessState.UserTime() + w.cmd.ProcessState.SystemTime()
 	return stats
 }
 
