@@ -14,7 +14,7 @@ import (
 // from the start signal until the last result is stored.
 //
 // Workloads: light (the machine does nothing: the cost of the transport
-// and the Source), cpu (about 0.15ms of CPU work per message in a stage) and
+// and the Source), cpu (about 0.18ms of CPU work per message in a stage) and
 // bulk (a Batcher of 100 whose flush waits 20ms, like a remote bulk call
 // that does not use this machine's CPU). light and cpu also run with
 // plain=1, a hand-written nats.go consumer doing the same work per

@@ -72,16 +72,18 @@ type Partitions struct {
 	// pulls four times per PinnedTTL at least, to keep its pin. MaxAckPending bounds each partition's
 	// messages in flight.
 	Consumer jetstream.ConsumerConfig
-	// Members is the bucket where the processes meet; required. Its TTL
-	// (MaxAge) is how soon a process that died is replaced: [Setup]
-	// makes it. Several Partitions may share a bucket, under different
-	// Consumer.Durable names.
+	// Members is the bucket where the processes meet; required, with a
+	// TTL: how soon a process that died is taken for gone, such as
+	// js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "members",
+	// TTL: 3 * time.Second}). Several Partitions may share a bucket,
+	// under different Consumer.Durable names.
 	Members jetstream.KeyValue
 	// Member names this process among the members, unique among them.
 	// Default: the host name, the process ID and a random suffix.
 	Member string
 	// Heartbeat is how often a process renews its membership and reads
-	// the others'. Default: a third of the bucket's TTL, or 1s.
+	// the others'; shorter than the bucket's TTL. Default: a third of
+	// the TTL.
 	Heartbeat time.Duration
 }
 
@@ -147,15 +149,13 @@ func (p *Partitions) owns(consumer string) bool {
 	return err == nil && i >= 0 && i < p.Count
 }
 
-// heartbeat is how often members renew their keys.
-func (p *Partitions) heartbeat(ctx context.Context) time.Duration {
+// heartbeat is how often members renew their keys, in a bucket with
+// keys that live for ttl.
+func (p *Partitions) heartbeat(ttl time.Duration) time.Duration {
 	if p.Heartbeat > 0 {
 		return p.Heartbeat
 	}
-	if st, err := p.Members.Status(ctx); err == nil && st.TTL() > 0 {
-		return max(st.TTL()/3, 10*time.Millisecond)
-	}
-	return time.Second
+	return max(ttl/3, time.Millisecond)
 }
 
 func defaultMember() string {
@@ -200,8 +200,22 @@ type partitions struct {
 
 // resolvePartitions makes or updates the partitions' consumers.
 func (r *run[T]) resolvePartitions(ctx context.Context, p *Partitions) error {
-	hb := p.heartbeat(ctx)
-	r.parts = &partitions{heartbeat: hb, member: cmpOr2(p.Member, defaultMember)}
+	st, err := p.Members.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("statepipe/jetstream: the members bucket: %w", err)
+	}
+	hb := p.heartbeat(st.TTL())
+	switch {
+	case st.TTL() <= 0:
+		return invalid("the members bucket %s has no TTL: a process that died would keep its partitions for good", st.Bucket())
+	case hb >= st.TTL():
+		return invalid("Partitions.Heartbeat %v is not shorter than the members bucket's TTL %v: members would expire between heartbeats", hb, st.TTL())
+	}
+	member := p.Member
+	if member == "" {
+		member = defaultMember()
+	}
+	r.parts = &partitions{heartbeat: hb, member: member}
 	for n := range p.Count {
 		c, err := r.src.JetStream.CreateOrUpdateConsumer(ctx, p.Stream, p.consumerConfig(n, hb))
 		if err != nil {
@@ -213,13 +227,6 @@ func (r *run[T]) resolvePartitions(ctx context.Context, p *Partitions) error {
 		r.parts.pullEvery = append(r.parts.pullEvery, min(max(every, time.Millisecond), r.c.fetchWait))
 	}
 	return nil
-}
-
-func cmpOr2(s string, def func() string) string {
-	if s == "" {
-		return def()
-	}
-	return s
 }
 
 // partitioned runs the partitions' fetchers: every heartbeat it renews
@@ -245,6 +252,7 @@ func (r *run[T]) partitioned(p *Partitions) {
 		}
 		cancel()
 		wg.Wait()
+		r.src.lanes.Store(&laneSet{partitioned: true}) // it owns none now
 	}()
 	tick := time.NewTicker(pt.heartbeat)
 	defer tick.Stop()

@@ -190,12 +190,65 @@ func TestPartitionsSpreadAndKeepKeyOrder(t *testing.T) {
 	if replays == 0 {
 		t.Errorf("nothing replayed after c died holding %d messages", killed.Held)
 	}
-	waitFor(t, 10*time.Second, "a to own every partition again", func() bool { _, n := owned(a); return n == parts })
+	waitFor(t, 10*time.Second, "a to own every partition again, with nothing left in them", func() bool {
+		s := a.src.Stats()
+		for _, ps := range s.Partitions {
+			if ps.Lag != 0 || ps.Held != 0 {
+				return false
+			}
+		}
+		return len(s.Partitions) == parts
+	})
 	if err := a.stop(); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%d messages over %d keys in order; %d replayed after the kill; a: %+v", keys*perKey, keys, replays, a.src.Stats())
-	if s := a.src.Stats(); s.Held != 0 || len(s.Partitions) != 0 && s.Partitions[0].Held != 0 {
-		t.Errorf("a after its drain: %+v", s)
+	if s := a.src.Stats(); s.Held != 0 || len(s.Partitions) != 0 || s.Lag != -1 {
+		t.Errorf("a after its drain: %+v; want nothing held or owned", s)
+	}
+}
+
+// Bad Partitions fail Run at once, naming the problem.
+func TestInvalidPartitions(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.js.CreateStream(ctx, jetstream.StreamConfig{Name: "PARTS", Subjects: []string{"parts.*"}}); err != nil {
+		t.Fatal(err)
+	}
+	forever, err := e.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "forever"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	members, err := e.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "members", TTL: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := func() *spjs.Partitions {
+		return &spjs.Partitions{Stream: "PARTS", Subject: "parts.%d", Count: 4, Members: members,
+			Consumer: jetstream.ConsumerConfig{Durable: "ordered"}}
+	}
+	cons := e.consumer(t, consumerConfig())
+	p := newPipelines(t, newMachine(10, 0))
+	for _, tt := range []struct {
+		name   string
+		change func(*spjs.Source[Job])
+		want   string
+	}{
+		{"both", func(s *spjs.Source[Job]) { s.Consumer = cons }, "both Consumer and Partitions"},
+		{"subject", func(s *spjs.Source[Job]) { s.Partitions.Subject = "parts.>" }, "not a subject with one %d"},
+		{"count", func(s *spjs.Source[Job]) { s.Partitions.Count = 0 }, "Count must be at least 1"},
+		{"durable", func(s *spjs.Source[Job]) { s.Partitions.Consumer.Durable = "a.b" }, "not a consumer name"},
+		{"no bucket", func(s *spjs.Source[Job]) { s.Partitions.Members = nil }, "nil Partitions.Members"},
+		{"no ttl", func(s *spjs.Source[Job]) { s.Partitions.Members = forever }, "has no TTL"},
+		{"slow heartbeat", func(s *spjs.Source[Job]) { s.Partitions.Heartbeat = time.Second }, "not shorter than the members bucket's TTL"},
+		{"no acks", func(s *spjs.Source[Job]) { s.Partitions.Consumer.AckPolicy = jetstream.AckNonePolicy }, "explicit acks"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			src := &spjs.Source[Job]{JetStream: e.js, Decode: decodeJob, Partitions: good()}
+			tt.change(src)
+			if err := src.Run(ctx, p); !errors.Is(err, statepipe.ErrInvalidOption) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Run: %v, want ErrInvalidOption with %q", err, tt.want)
+			}
+		})
 	}
 }
