@@ -28,6 +28,12 @@ type lane struct {
 	// takeover is set on a partition's lane until it has rewound the
 	// partition to its ack floor (see takeOver); only its fetcher uses it.
 	takeover bool
+	// lastAcked is the stream sequence of the last message of an ordered
+	// lane acked, for handOver.
+	lastAcked atomic.Uint64
+	// pinID is the pin the lane's messages last came with (Nats-Pin-Id);
+	// only its fetcher writes it.
+	pinID    atomic.Pointer[string]
 	lag      atomic.Int64
 	held     atomic.Int64
 	stopped  context.Context // ends when the lane must stop fetching
@@ -58,18 +64,18 @@ func (r *run[T]) startFetching() <-chan struct{} {
 	}
 	l := newLane(r.stop, r.src.Consumer.CachedInfo().Name, r.src.Consumer, r.src.PriorityGroup, false)
 	r.src.lanes.Store(&laneSet{lanes: []*lane{l}})
+	r.owned.Store(1)
 	go func() {
 		defer close(done)
 		defer r.g.Close()
-		r.fetch(l, 1)
+		r.fetch(l)
 	}()
 	return done
 }
 
 // fetch is a lane's fetcher: it fetches as much as there is room for
-// (its share of it, among lanes lanes), decodes and submits, until the
-// lane stops.
-func (r *run[T]) fetch(l *lane, lanes int) {
+// (its share of it), decodes and submits, until the lane stops.
+func (r *run[T]) fetch(l *lane) {
 	wait := r.c.fetchWait
 	if l.pullEvery > 0 {
 		wait = min(wait, l.pullEvery)
@@ -80,7 +86,7 @@ func (r *run[T]) fetch(l *lane, lanes int) {
 	}
 	pause := 10 * time.Millisecond
 	for {
-		n := r.reserve(l, lanes)
+		n := r.reserve(l)
 		if n == 0 {
 			return
 		}
@@ -143,10 +149,12 @@ func (r *run[T]) consumerGone(l *lane, err error) bool {
 
 // reserve waits until there is room to fetch for and reserves it: at
 // least half of MaxInFlight, or any if nothing is held (so that fetches
-// are not tiny), and at most the lane's share of MaxInFlight. It returns
-// 0 once the lane must stop, and -1 when a pinned lane has waited
-// pullEvery: time to keep its pin.
-func (r *run[T]) reserve(l *lane, lanes int) int {
+// are not tiny), and at most the lane's share of MaxInFlight, divided
+// evenly among the lanes the run has, so that an idle lane's long poll
+// never holds room another lane needs. It returns 0 once the lane must
+// stop, and -1 when a pinned lane has waited pullEvery: time to keep its
+// pin.
+func (r *run[T]) reserve(l *lane) int {
 	var keep <-chan time.Time
 	if l.pullEvery > 0 {
 		t := time.NewTimer(l.pullEvery)
@@ -154,9 +162,9 @@ func (r *run[T]) reserve(l *lane, lanes int) int {
 		keep = t.C
 	}
 	limit := r.c.maxInFlight
-	share := max(1, (limit+lanes-1)/lanes)
-	lowWater := max(1, min(share, limit/2))
 	for {
+		share := max(1, limit/max(1, int(r.owned.Load())))
+		lowWater := max(1, min(share, limit/2))
 		if l.stopped.Err() != nil {
 			return 0
 		}
@@ -211,7 +219,8 @@ func (r *run[T]) takeOver(l *lane) {
 // the pin, while the lane has no room for messages or is handing its
 // partition over.
 func (r *run[T]) keepPin(l *lane) {
-	batch, err := l.cons.FetchBytes(1, jetstream.FetchMaxWait(max(l.pullEvery/2, time.Millisecond)),
+	// Not FetchBytes: its batch of a million makes a channel that size.
+	batch, err := l.cons.Fetch(1, jetstream.FetchMaxBytes(1), jetstream.FetchMaxWait(max(l.pullEvery/2, time.Millisecond)),
 		jetstream.FetchPriorityGroup(l.group))
 	if err == nil {
 		for msg := range batch.Messages() { // none can fit; take it if one does
@@ -262,6 +271,9 @@ func (r *run[T]) accept(l *lane, msg jetstream.Msg) {
 		return
 	}
 	l.lag.Store(int64(meta.NumPending))
+	if id := msg.Headers().Get("Nats-Pin-Id"); id != "" && l.group != "" {
+		l.pinID.Store(&id)
+	}
 	d := &delivery{msg: msg, meta: meta, lane: l, size: len(msg.Data()), touched: time.Now()}
 	if meta.NumDelivered > 1 {
 		ct.redelivered.Add(1)

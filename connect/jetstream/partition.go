@@ -268,7 +268,7 @@ func (r *run[T]) partitioned(p *Partitions) {
 					l := newLane(r.stop, fmt.Sprintf(p.Subject, n), pt.consumers[n], priorityGroup, true)
 					l.pullEvery, l.takeover = pt.pullEvery[n], true
 					lanes[n] = l
-					wg.Go(func() { r.fetch(l, max(1, p.Count/max(len(members), 1))); r.handOver(l) })
+					wg.Go(func() { r.fetch(l); r.handOver(l) })
 				case !mine && lanes[n] != nil:
 					lanes[n].stopLane()
 					lanes[n] = nil
@@ -280,6 +280,7 @@ func (r *run[T]) partitioned(p *Partitions) {
 					set.lanes = append(set.lanes, l)
 				}
 			}
+			r.owned.Store(int64(len(set.lanes)))
 			r.src.lanes.Store(set)
 		}
 		select {
@@ -330,6 +331,31 @@ func (r *run[T]) handOver(l *lane) {
 	}
 	ctx, cancel := context.WithTimeout(r.work, r.c.pubTimeout)
 	defer cancel()
+	// The next owner rewinds the partition to its ack floor: wait, a
+	// little, for the server to have applied the last acks (it applies
+	// them on its own time), or it processes those messages again. A
+	// retried message below them holds the floor back: then the wait
+	// ends at its bound, and they are processed again, in order.
+	if last := l.lastAcked.Load(); last > 0 {
+		applied, stop := context.WithTimeout(ctx, time.Second)
+		for applied.Err() == nil {
+			if info, err := l.cons.Info(applied); err == nil && info.AckFloor.Stream >= last {
+				break
+			}
+			select {
+			case <-tick.C:
+			case <-applied.Done():
+			}
+		}
+		stop()
+	}
+	// Unpin only the pin this lane had: it may have passed to the next
+	// owner already, or to a newer lane of this process.
+	id := l.pinID.Load()
+	info, err := l.cons.Info(ctx)
+	if err != nil || id == nil || len(info.PriorityGroups) == 0 || info.PriorityGroups[0].PinnedClientID != *id {
+		return
+	}
 	if err := r.stream.UnpinConsumer(ctx, l.cons.CachedInfo().Name, priorityGroup); err != nil {
 		r.c.log.Debug("statepipe/jetstream: unpinning a partition given up", "partition", l.name, "err", err)
 	}

@@ -166,6 +166,9 @@ func (r *run[T]) apply(d *delivery, a action) {
 	case actAck:
 		if err = d.msg.Ack(); err == nil {
 			ct.acked.Add(1)
+			if d.lane.ordered {
+				d.lane.lastAcked.Store(d.meta.Sequence.Stream)
+			}
 		}
 	case actRetry:
 		if err = d.msg.NakWithDelay(a.delay); err == nil {

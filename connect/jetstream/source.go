@@ -463,6 +463,8 @@ type run[T any] struct {
 	deadStream   string           // the stream that captures DeadLetter
 	parts        *partitions      // with Partitions
 
+	owned atomic.Int64 // lanes fetching now
+
 	mu       sync.Mutex
 	held     map[*delivery]struct{} // fetched, not yet settled
 	reserved int                    // places fetches under way may fill

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -41,6 +42,7 @@ type workerSpec struct {
 	Work        int           // rounds of CPU work per request
 	Gate        string        // if set, Run starts on the first message to this subject
 	Plain       bool          // a plain nats.go consumer doing the same work, for a baseline
+	Partitions  int           // if set, read the partitioned stream PARTS (see partitionedSpec) with WithKey
 }
 
 // workerMain is a worker process: it runs a Source on the consumer
@@ -71,25 +73,35 @@ func runWorker(ctx context.Context, spec workerSpec, out io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	cons, err := js.Consumer(ctx, jobsStream, consumerName)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if err != nil {
 		return err
 	}
 	m := newMachine(spec.MaxItems, spec.FlushSleep)
 	m.work = spec.Work
-	p, err := statepipe.New[Job](m)
+	var opts []statepipe.Option
+	if spec.Partitions > 0 {
+		opts = append(opts, statepipe.WithKey(keyOf))
+	}
+	p, err := statepipe.New[Job](m, opts...)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
 	src := &spjs.Source[Job]{
-		Consumer: cons, JetStream: js, Decode: decodeJob, MaxInFlight: spec.MaxInFlight,
+		JetStream: js, Decode: decodeJob, MaxInFlight: spec.MaxInFlight,
 		FetchWait: 200 * time.Millisecond,
 		Sink:      &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob},
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if spec.Partitions > 0 {
+		kv, err := js.KeyValue(ctx, membersBucket)
+		if err != nil {
+			return err
+		}
+		src.Partitions = partitionedSpec(spec.Partitions, kv)
+	} else if src.Consumer, err = js.Consumer(ctx, jobsStream, consumerName); err != nil {
+		return err
 	}
 	if err := waitGate(ctx, nc, spec, out); err != nil {
 		return err
@@ -123,6 +135,19 @@ func waitGate(ctx context.Context, nc *nats.Conn, spec workerSpec, out io.Writer
 		fmt.Fprintln(out, "ready")
 	}
 	return nil
+}
+
+// The partitioned stream of the worker processes: PARTS, on parts.<n>,
+// with members in membersBucket.
+const (
+	partsStream   = "PARTS"
+	membersBucket = "members"
+)
+
+// partitionedSpec is the Partitions of the worker processes.
+func partitionedSpec(count int, kv jetstream.KeyValue) *spjs.Partitions {
+	return &spjs.Partitions{Stream: partsStream, Subject: "parts.%d", Count: count, Members: kv,
+		Consumer: jetstream.ConsumerConfig{Durable: "ordered", AckWait: 30 * time.Second, MaxAckPending: 1000}}
 }
 
 // runPlain is the benchmarks' baseline: a hand-written nats.go consumer
