@@ -39,12 +39,12 @@ func TestCrashedWorker(t *testing.T) {
 	waitFor(t, 60*time.Second, "every result", func() bool { return streamMsgs(t, e.js, resultsStream) >= n })
 	settledAll(t, e, cons)
 	elapsed := time.Since(start)
-	var total spjs.SourceStats
+	var total spjs.Stats
 	for i, w := range ws[1:] {
 		s := w.stop(t)
 		t.Logf("worker %d: %+v", i+1, s)
 		total.Fetched += s.Fetched
-		total.Acked += s.Acked
+		total.Done += s.Done
 		total.Redelivered += s.Redelivered
 		total.Published += s.Published
 		total.Duplicates += s.Duplicates
@@ -100,7 +100,7 @@ func TestServerRestart(t *testing.T) {
 		Backoff: func(uint64) time.Duration { return 50 * time.Millisecond },
 		Sink:    &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob}}
 	stop := runSource(t, src, p)
-	waitFor(t, 30*time.Second, "a third acked", func() bool { return src.Stats().Acked >= n/3 })
+	waitFor(t, 30*time.Second, "a third acked", func() bool { return src.Stats().Done >= n/3 })
 	shutdown()
 	t.Logf("server stopped with %+v", src.Stats())
 	time.Sleep(300 * time.Millisecond)

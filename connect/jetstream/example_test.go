@@ -43,22 +43,27 @@ func ExampleSource() {
 	defer shutdown()
 	nc, _ := nats.Connect(url)
 	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	// A publish timeout, so that nats.go forgets the publishes no stream answers.
+	js, _ := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
 	ctx := context.Background()
-	for _, s := range []jetstream.StreamConfig{
-		{Name: "NUMBERS", Subjects: []string{"numbers"}, Retention: jetstream.WorkQueuePolicy},
-		{Name: "SQUARES", Subjects: []string{"squares"}, Duplicates: 10 * time.Minute},
-		{Name: "DEAD", Subjects: []string{"numbers.dead"}},
-	} {
-		if _, err := js.CreateOrUpdateStream(ctx, s); err != nil {
-			panic(err)
-		}
+
+	// Make the streams and the consumer, or check them if they exist:
+	// Apply refuses a layout that would loop dead letters, lose results
+	// to the de-duplication or starve processes.
+	cons, err := spjs.Setup{
+		Work:              jetstream.StreamConfig{Name: "NUMBERS", Subjects: []string{"numbers.in"}, Retention: jetstream.WorkQueuePolicy},
+		Consumer:          jetstream.ConsumerConfig{Durable: "squarers", AckWait: 30 * time.Second, MaxDeliver: 5, MaxAckPending: 1024},
+		Results:           &jetstream.StreamConfig{Name: "SQUARES", Subjects: []string{"squares"}, Duplicates: 10 * time.Minute},
+		ResultSubject:     "squares",
+		DeadLetters:       &jetstream.StreamConfig{Name: "DEAD", Subjects: []string{"numbers.dead"}},
+		DeadLetterSubject: "numbers.dead",
+		Processes:         4, // up to 4 processes, each with MaxInFlight 256
+	}.Apply(ctx, js)
+	if err != nil {
+		panic(err)
 	}
-	cons, _ := js.CreateOrUpdateConsumer(ctx, "NUMBERS", jetstream.ConsumerConfig{
-		Durable: "squarers", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second, MaxDeliver: 5,
-	})
 	for _, n := range []string{"1", "2", "3", "-4", "five"} {
-		_, _ = js.Publish(ctx, "numbers", []byte(n))
+		_, _ = js.Publish(ctx, "numbers.in", []byte(n))
 	}
 
 	p, _ := statepipe.New[int](Square{})
@@ -74,7 +79,7 @@ func ExampleSource() {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() { done <- src.Run(runCtx, p) }()
-	for src.Stats().Acked+src.Stats().DeadLettered < 5 {
+	for src.Stats().Done+src.Stats().DeadLettered < 5 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	stop()
@@ -86,7 +91,7 @@ func ExampleSource() {
 	fmt.Println("squares:", bodies(js, "SQUARES"))
 	fmt.Println("dead letters:", bodies(js, "DEAD"))
 	s := src.Stats()
-	fmt.Printf("acked %d, dead-lettered %d (%d did not decode)\n", s.Acked, s.DeadLettered, s.DecodeFailed)
+	fmt.Printf("acked %d, dead-lettered %d (%d did not decode)\n", s.Done, s.DeadLettered, s.DecodeFailed)
 	// Output:
 	// squares: [1 4 9]
 	// dead letters: [-4 five]

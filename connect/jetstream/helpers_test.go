@@ -343,3 +343,14 @@ func checkNoLeaks(t testing.TB) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// runUntil runs src on p until cond holds (failing the test after
+// timeout), then drains it and fails the test if Run returns an error.
+func runUntil(t testing.TB, src *spjs.Source[Job], p *statepipe.Pipelines[Job], timeout time.Duration, what string, cond func(spjs.Stats) bool) {
+	t.Helper()
+	stop := runSource(t, src, p)
+	waitFor(t, timeout, what, func() bool { return cond(src.Stats()) })
+	if err := stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}

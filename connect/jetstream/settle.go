@@ -1,25 +1,17 @@
 package jetstream
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/statepipe/statepipe"
+	"github.com/statepipe/statepipe/connect"
 )
 
-// settleResults is Run's own goroutine: it settles requests as they come
-// out, reports held messages in progress, and runs the drain. It returns
-// when the group's Out is closed, or at the drain's deadline after
-// calling cancelWork.
-func (r *run[T]) settleResults(cancelWork context.CancelFunc) {
-	tick := time.NewTicker(max(r.c.progressAfter/2, time.Millisecond))
-	defer tick.Stop()
-	stopped := r.stop.Done()
-	var deadline <-chan time.Time
+// settleResults is Run's own goroutine: it takes requests as they come
+// out, starts the publishes of their results and settles the others. It
+// returns when the group's Out is closed, or at the drain's deadline.
+func (r *run[T]) settleResults() {
 	out := r.g.Out()
 	chunk := make([]statepipe.Request[T], 0, maxChunk)
 	for {
@@ -31,17 +23,9 @@ func (r *run[T]) settleResults(cancelWork context.CancelFunc) {
 			chunk = readReady(out, append(chunk[:0], req))
 			r.settleChunk(chunk)
 			clear(chunk)
-		case <-tick.C:
-			r.reportProgress()
-		case <-stopped:
-			stopped = nil
-			t := time.NewTimer(r.c.drainTimeout)
-			defer t.Stop()
-			deadline = t.C
-		case <-deadline:
-			cancelWork()
+		case <-r.work.Done():
 			// What is already out is settled as usual; releaseAll naks
-			// the rest once the fetcher has ended.
+			// the rest.
 			if chunk = readReady(out, chunk[:0]); len(chunk) > 0 {
 				r.settleChunk(chunk)
 			}
@@ -50,19 +34,18 @@ func (r *run[T]) settleResults(cancelWork context.CancelFunc) {
 	}
 }
 
-// maxChunk bounds the results settled together: their Sink publishes are
-// under way at once.
+// maxChunk bounds the results taken from Out together.
 const maxChunk = 256
 
-// readReady appends to chunk the results Out has ready, without waiting.
-func readReady[T any](out <-chan statepipe.Request[T], chunk []statepipe.Request[T]) []statepipe.Request[T] {
+// readReady appends to chunk what ch has ready, without waiting.
+func readReady[E any](ch <-chan E, chunk []E) []E {
 	for len(chunk) < maxChunk {
 		select {
-		case req, ok := <-out:
+		case e, ok := <-ch:
 			if !ok {
 				return chunk
 			}
-			chunk = append(chunk, req)
+			chunk = append(chunk, e)
 		default:
 			return chunk
 		}
@@ -70,55 +53,57 @@ func readReady[T any](out <-chan statepipe.Request[T], chunk []statepipe.Request
 	return chunk
 }
 
-// settleChunk settles results: the Sink publishes the successes all at
-// once, then each message is acked, naked or dead-lettered.
+// settleChunk starts the Sink's publishes of the successes, for
+// confirmResults to await, and settles the failures.
 func (r *run[T]) settleChunk(chunk []statepipe.Request[T]) {
-	var pubs []*publication
-	var deadline <-chan time.Time // one for the chunk: the publishes run at once
-	if sk := r.src.Sink; sk != nil {
-		pubs = sk.publishAll(r, chunk)
-		t := time.NewTimer(r.c.pubTimeout)
-		defer t.Stop()
-		deadline = t.C
-	}
-	for i, req := range chunk {
+	sk := r.src.Sink
+	for _, req := range chunk {
 		d := deliveryOf(req.Ctx)
 		if d == nil {
 			continue // not ours: cannot happen, the group is the Source's own
 		}
-		err := req.Err
-		if err == nil && pubs != nil {
-			var dup bool
-			if dup, err = pubs[i].wait(deadline); err == nil {
-				r.src.counters.published.Add(1)
-				if dup {
-					r.src.counters.duplicates.Add(1)
-				}
-			}
+		if req.Err != nil || sk == nil {
+			r.judge(d, req.Err)
+			continue
 		}
-		r.settle(d, err)
+		p := sk.publish(r, d, req.Data)
+		if p.err != nil && p.future == nil {
+			r.judge(d, p.err)
+			continue
+		}
+		r.results <- p // never blocks: it has room for every message held
 	}
 }
 
-// settle acks, naks or dead-letters d by the outcome of its request.
-func (r *run[T]) settle(d *delivery, err error) {
+// confirmResults awaits the stream's ack of each result, in the order
+// they were published, each until its own deadline, and settles its
+// message. It returns when results is closed.
+func (r *run[T]) confirmResults() {
 	ct := &r.src.counters
+	for p := range r.results {
+		dup, err := r.await(p, r.resultStream)
+		if err == nil {
+			ct.published.Add(1)
+			if dup {
+				ct.duplicates.Add(1)
+			}
+		}
+		r.judge(p.d, err)
+	}
+}
+
+// judge settles d by the outcome of its request (see Run).
+func (r *run[T]) judge(d *delivery, err error) {
+	v, kind := connect.Judge(err)
 	switch {
-	case err == nil:
-		if !r.settled(d) {
-			return
-		}
-		if e := d.msg.Ack(); e != nil {
-			r.c.log.Warn("statepipe/jetstream: ack failed; the message will be redelivered", "msg", d.id(), "err", e)
-			return
-		}
-		ct.acked.Add(1)
+	case v == connect.Done:
+		r.finish(d, action{kind: actAck})
 	case r.work.Err() != nil && errors.Is(err, r.work.Err()):
-		r.release(d) // stopped by the drain's deadline: not the message's fault
-	case errors.Is(err, ErrPermanent):
-		r.deadLetter(d, KindPermanent, err)
+		r.finish(d, action{kind: actRelease}) // stopped by the drain's deadline: not the message's fault
+	case v == connect.DeadLetter:
+		r.deadLetter(d, kind, err)
 	case r.c.maxDeliver > 0 && d.meta.NumDelivered >= uint64(r.c.maxDeliver):
-		r.deadLetter(d, KindMaxDeliver, err)
+		r.deadLetter(d, KindExhausted, err)
 	default:
 		r.retry(d, err)
 	}
@@ -126,32 +111,86 @@ func (r *run[T]) settle(d *delivery, err error) {
 
 // retry naks d with the backoff's delay.
 func (r *run[T]) retry(d *delivery, cause error) {
-	if !r.settled(d) {
-		return
-	}
 	delay := r.c.backoff(d.meta.NumDelivered)
-	if e := d.msg.NakWithDelay(delay); e != nil {
-		r.c.log.Warn("statepipe/jetstream: nak failed; the message will be redelivered after AckWait", "msg", d.id(), "err", e)
-		return
-	}
-	r.src.counters.retried.Add(1)
-	r.c.log.Debug("statepipe/jetstream: retrying", "msg", d.id(), "delivered", d.meta.NumDelivered, "in", delay, "err", cause)
+	r.c.log.Debug("statepipe/jetstream: retrying", "msg", d.id(), "delivered", d.meta.NumDelivered, "in", delay,
+		"retries_exhausted", connect.RetryExhausted(cause), "err", cause)
+	r.finish(d, action{kind: actRetry, delay: delay})
 }
 
-// release naks d without delay, for another process to take it now.
-func (r *run[T]) release(d *delivery) {
+// An action settles a message.
+type action struct {
+	kind   int
+	delay  time.Duration // actRetry
+	reason string        // actTerm
+}
+
+const (
+	actAck     = iota // processed
+	actRetry          // nak with a delay: failed for now
+	actRelease        // nak at once: given back unprocessed
+	actTerm           // dead-lettered
+)
+
+// finish settles d with a. The messages of an ordered lane are settled in
+// the order they were fetched: a settles d once every message fetched
+// before it on its lane is settled, so that what a process leaves
+// unsettled, if it dies, is always the end of the lane.
+func (r *run[T]) finish(d *delivery, a action) {
+	l := d.lane
+	if !l.ordered {
+		r.apply(d, a)
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	d.act = &a
+	for len(l.fifo) > 0 && l.fifo[0].act != nil {
+		next := l.fifo[0]
+		l.fifo[0] = nil
+		l.fifo = l.fifo[1:]
+		r.apply(next, *next.act)
+	}
+	if len(l.fifo) == 0 {
+		l.fifo = nil // let the array go
+	}
+}
+
+// apply acks, naks or terms d, unless it was settled already.
+func (r *run[T]) apply(d *delivery, a action) {
 	if !r.settled(d) {
 		return
 	}
-	if e := d.msg.Nak(); e != nil {
-		r.c.log.Warn("statepipe/jetstream: nak failed; the message will be redelivered after AckWait", "msg", d.id(), "err", e)
-		return
+	ct := &r.src.counters
+	var err error
+	switch a.kind {
+	case actAck:
+		if err = d.msg.Ack(); err == nil {
+			ct.acked.Add(1)
+			if d.lane.ordered {
+				d.lane.lastAcked.Store(d.meta.Sequence.Stream)
+			}
+		}
+	case actRetry:
+		if err = d.msg.NakWithDelay(a.delay); err == nil {
+			ct.retried.Add(1)
+		}
+	case actRelease:
+		if err = d.msg.Nak(); err == nil {
+			ct.released.Add(1)
+		}
+	case actTerm:
+		if err = d.msg.TermWithReason(a.reason); err == nil {
+			ct.deadLettered.Add(1)
+		}
 	}
-	r.src.counters.released.Add(1)
+	if err != nil {
+		r.c.log.Warn("statepipe/jetstream: settling failed; the message will be redelivered after AckWait",
+			"msg", d.id(), "action", a.kind, "err", err)
+	}
 }
 
 // releaseAll naks every message still held: the drain's deadline passed
-// with their requests still inside.
+// with their requests still inside, or their publishes unanswered.
 func (r *run[T]) releaseAll() {
 	r.mu.Lock()
 	left := make([]*delivery, 0, len(r.held))
@@ -160,75 +199,40 @@ func (r *run[T]) releaseAll() {
 	}
 	r.mu.Unlock()
 	for _, d := range left {
-		r.release(d)
+		r.finish(d, action{kind: actRelease})
 	}
 }
 
-// reportProgress tells the server that the messages held for a while are
-// still being worked on, so that AckWait does not expire for them.
+// reportProgress is a goroutine of its own: it tells the server that
+// the messages held for a while are still being worked on, so that
+// AckWait does not expire for them, until the run ends.
 func (r *run[T]) reportProgress() {
-	now := time.Now()
+	tick := time.NewTicker(max(r.c.progressAfter/2, time.Millisecond))
+	defer tick.Stop()
 	var due []*delivery
-	r.mu.Lock()
-	for d := range r.held {
-		if now.Sub(d.touched) >= r.c.progressAfter {
-			d.touched = now
-			due = append(due, d)
-		}
-	}
-	r.mu.Unlock()
-	for _, d := range due {
-		if err := d.msg.InProgress(); err != nil {
-			r.c.log.Warn("statepipe/jetstream: in-progress report failed", "msg", d.id(), "err", err)
-			continue
-		}
-		r.src.counters.inProgress.Add(1)
-	}
-}
-
-// deadLetter publishes d to the dead-letter subject with the reason and
-// terms it. If the dead letter cannot be stored, d is naked with a delay
-// instead: it is never termed without a trace.
-func (r *run[T]) deadLetter(d *delivery, kind string, cause error) {
-	reason := cause.Error()
-	subject := r.src.DeadLetter
-	if subject != "" {
-		m := nats.NewMsg(subject)
-		m.Data = d.msg.Data()
-		for k, v := range d.msg.Headers() {
-			m.Header[k] = v
-		}
-		m.Header.Set(HeaderReason, reason)
-		m.Header.Set(HeaderKind, kind)
-		m.Header.Set(HeaderStream, d.meta.Stream)
-		m.Header.Set(HeaderConsumer, d.meta.Consumer)
-		m.Header.Set(HeaderSequence, fmt.Sprint(d.meta.Sequence.Stream))
-		m.Header.Set(HeaderSubject, d.msg.Subject())
-		m.Header.Set(HeaderDelivered, fmt.Sprint(d.meta.NumDelivered))
-		m.Header.Set(jetstream.MsgIDHeader, "dlq:"+d.id()) // once, even if termed twice
-		m.Header.Del(jetstream.ExpectedStreamHeader)
-		m.Header.Del(jetstream.ExpectedLastSeqHeader)
-		m.Header.Del(jetstream.ExpectedLastSubjSeqHeader)
-		m.Header.Del(jetstream.ExpectedLastSubjSeqSubjHeader)
-		m.Header.Del(jetstream.ExpectedLastMsgIDHeader)
-		ctx, cancel := context.WithTimeout(context.Background(), r.c.pubTimeout)
-		_, err := r.src.JetStream.PublishMsg(ctx, m)
-		cancel()
-		if err != nil {
-			r.c.log.Error("statepipe/jetstream: dead letter not stored; retrying the message later",
-				"msg", d.id(), "kind", kind, "reason", reason, "err", err)
-			r.retry(d, err)
+	for {
+		select {
+		case <-tick.C:
+		case <-r.quit:
 			return
 		}
+		now := time.Now()
+		due = due[:0]
+		r.mu.Lock()
+		for d := range r.held {
+			if now.Sub(d.touched) >= r.c.progressAfter {
+				d.touched = now
+				due = append(due, d)
+			}
+		}
+		r.mu.Unlock()
+		for _, d := range due {
+			if err := d.msg.InProgress(); err != nil {
+				r.c.log.Warn("statepipe/jetstream: in-progress report failed", "msg", d.id(), "err", err)
+				continue
+			}
+			r.src.counters.inProgress.Add(1)
+		}
+		clear(due)
 	}
-	if !r.settled(d) {
-		return
-	}
-	if err := d.msg.TermWithReason(kind + ": " + reason); err != nil {
-		r.c.log.Warn("statepipe/jetstream: term failed; the message will be redelivered", "msg", d.id(), "err", err)
-		return
-	}
-	r.src.counters.deadLettered.Add(1)
-	r.c.log.Warn("statepipe/jetstream: dead-lettered", "msg", d.id(), "kind", kind, "reason", reason,
-		"delivered", d.meta.NumDelivered, "subject", subject)
 }

@@ -66,7 +66,7 @@ func TestProcessesEveryMessage(t *testing.T) {
 		Sink: &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob},
 	}
 	stop := runSource(t, src, p)
-	waitFor(t, 20*time.Second, "every job acked", func() bool { return src.Stats().Acked == uint64(len(jobs)) })
+	waitFor(t, 20*time.Second, "every job acked", func() bool { return src.Stats().Done == uint64(len(jobs)) })
 	if err := stop(); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -74,7 +74,7 @@ func TestProcessesEveryMessage(t *testing.T) {
 	wantResults(t, e, jobs)
 
 	s := src.Stats()
-	if s.Fetched != 500 || s.Acked != 500 || s.Published != 500 || s.Redelivered != 0 || s.Retried != 0 ||
+	if s.Fetched != 500 || s.Done != 500 || s.Published != 500 || s.Redelivered != 0 || s.Retried != 0 ||
 		s.DeadLettered != 0 || s.Duplicates != 0 || s.Held != 0 {
 		t.Errorf("stats: %+v", s)
 	}
@@ -105,7 +105,7 @@ func TestRetryThenSucceed(t *testing.T) {
 		},
 	}
 	stop := runSource(t, src, p)
-	waitFor(t, 20*time.Second, "every job acked", func() bool { return src.Stats().Acked == uint64(len(jobs)) })
+	waitFor(t, 20*time.Second, "every job acked", func() bool { return src.Stats().Done == uint64(len(jobs)) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestRetryThenSucceed(t *testing.T) {
 	if len(delays) != len(jobs) || slices.ContainsFunc(delays, func(d uint64) bool { return d != 1 }) {
 		t.Errorf("Backoff called with %v, want 1 for every job", delays)
 	}
-	if s := src.Stats(); s.Retried != 100 || s.Redelivered != 100 || s.Acked != 100 || s.DeadLettered != 0 {
+	if s := src.Stats(); s.Retried != 100 || s.Redelivered != 100 || s.Done != 100 || s.DeadLettered != 0 {
 		t.Errorf("stats: %+v", s)
 	}
 }
@@ -153,7 +153,7 @@ func TestDeadLetters(t *testing.T) {
 	stop := runSource(t, src, p)
 	waitFor(t, 20*time.Second, "every job settled", func() bool {
 		s := src.Stats()
-		return s.Acked == 20 && s.DeadLettered == 15
+		return s.Done == 20 && s.DeadLettered == 15
 	})
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -182,7 +182,7 @@ func TestDeadLetters(t *testing.T) {
 	}
 	check(bad, spjs.KindDecode, "cannot decode", "1")
 	check(permanent, spjs.KindPermanent, "is invalid", "1")
-	check(hopeless, spjs.KindMaxDeliver, "still busy", "3")
+	check(hopeless, spjs.KindExhausted, "still busy", "3")
 	for _, id := range hopeless {
 		if d := m.deliveries(id); !slices.Equal(d, []uint64{1, 2, 3}) {
 			t.Errorf("%s: deliveries %v, want [1 2 3]", id, d)
@@ -200,7 +200,7 @@ func TestTermWithoutDeadLetter(t *testing.T) {
 	publish(t, e.js, "bad-1", "ok-1")
 	src := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob}
 	stop := runSource(t, src, newPipelines(t, newMachine(10, 0)))
-	waitFor(t, 10*time.Second, "both settled", func() bool { s := src.Stats(); return s.Acked == 1 && s.DeadLettered == 1 })
+	waitFor(t, 10*time.Second, "both settled", func() bool { s := src.Stats(); return s.Done == 1 && s.DeadLettered == 1 })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +225,7 @@ func TestInProgressKeepsSlowBatch(t *testing.T) {
 	src := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob,
 		Sink: &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob}}
 	stop := runSource(t, src, p)
-	waitFor(t, 20*time.Second, "every job acked", func() bool { return src.Stats().Acked == uint64(len(jobs)) })
+	waitFor(t, 20*time.Second, "every job acked", func() bool { return src.Stats().Done == uint64(len(jobs)) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -255,7 +255,7 @@ func TestDrainFinishesInFlight(t *testing.T) {
 	src := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob, MaxInFlight: 16,
 		FetchWait: 100 * time.Millisecond, Sink: &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob}}
 	stop := runSource(t, src, p)
-	waitFor(t, 20*time.Second, "some jobs acked", func() bool { return src.Stats().Acked >= 20 })
+	waitFor(t, 20*time.Second, "some jobs acked", func() bool { return src.Stats().Done >= 20 })
 	start := time.Now()
 	if err := stop(); err != nil {
 		t.Fatal(err)
@@ -263,27 +263,28 @@ func TestDrainFinishesInFlight(t *testing.T) {
 	took := time.Since(start)
 	s := src.Stats()
 	t.Logf("drained in %v: %+v", took, s)
-	if s.Held != 0 || s.Acked+s.Released != s.Fetched || s.Acked == uint64(len(jobs)) {
+	if s.Held != 0 || s.Done+s.Released != s.Fetched || s.Done == uint64(len(jobs)) {
 		t.Fatalf("after the drain: %+v", s)
 	}
-	info, err := cons.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Released messages count as unacked until redelivered. So, rarely
-	// (about 1 run in 12 here), do a few the server sent for a pull the
-	// client had already finished: never seen, they come back after
-	// AckWait (5s) instead of at once, and the second run below takes
-	// them too. Nothing is lost either way.
-	if uint64(info.NumAckPending) < s.Released || info.NumPending+uint64(info.NumAckPending) != uint64(len(jobs))-s.Acked {
-		t.Fatalf("consumer after the drain: %d unacked, %d pending; source %+v", info.NumAckPending, info.NumPending, s)
-	}
+	// Finding 8 of issue 13: acks are fire-and-forget and the server
+	// applies them on its own time, so reading the consumer right after
+	// Run returned was flaky. Wait for the server to have applied them.
+	// Released messages count as unacked until redelivered. So, rarely,
+	// do a few the server sent for a pull the client had already
+	// finished: never seen, they come back after AckWait (5s) instead of
+	// at once, and the second run below takes them too. Nothing is lost
+	// either way.
+	waitFor(t, 5*time.Second, "the server to apply the drain's acks", func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && uint64(info.NumAckPending) >= s.Released &&
+			info.NumPending+uint64(info.NumAckPending) == uint64(len(jobs))-s.Done
+	})
 
 	// A second run takes the rest.
 	src2 := &spjs.Source[Job]{Consumer: cons, JetStream: e.js, Decode: decodeJob,
 		Sink: &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob}}
 	stop = runSource(t, src2, p)
-	waitFor(t, 20*time.Second, "the rest acked", func() bool { return s.Acked+src2.Stats().Acked == uint64(len(jobs)) })
+	waitFor(t, 20*time.Second, "the rest acked", func() bool { return s.Done+src2.Stats().Done == uint64(len(jobs)) })
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +318,7 @@ func TestDrainDeadline(t *testing.T) {
 	if took := time.Since(start); took > 2*time.Second {
 		t.Errorf("drain took %v, want about DrainTimeout (200ms)", took)
 	}
-	if s := src.Stats(); s.Released != 8 || s.Held != 0 || s.Acked != 0 {
+	if s := src.Stats(); s.Released != 8 || s.Held != 0 || s.Done != 0 {
 		t.Errorf("stats: %+v", s)
 	}
 	// Given back, not left to AckWait (5s): a fetch gets them again now.
@@ -475,10 +476,10 @@ func TestPinnedPartition(t *testing.T) {
 	}
 	jobs := ids("pin", 50)
 	publish(t, e.js, jobs...)
-	acked := func() uint64 { return sources[0].Stats().Acked + sources[1].Stats().Acked }
+	acked := func() uint64 { return sources[0].Stats().Done + sources[1].Stats().Done }
 	waitFor(t, 20*time.Second, "the first jobs", func() bool { return acked() == 50 })
 	pinned := 0
-	if sources[1].Stats().Acked > 0 {
+	if sources[1].Stats().Done > 0 {
 		pinned = 1
 	}
 	if other := sources[1-pinned].Stats().Fetched; other != 0 {
@@ -512,7 +513,7 @@ func TestPipelinesClosed(t *testing.T) {
 	if err := src.Run(context.Background(), p); !errors.Is(err, statepipe.ErrClosed) {
 		t.Fatalf("Run on closed Pipelines: %v, want ErrClosed", err)
 	}
-	if s := src.Stats(); s.Acked != 0 || s.Held != 0 || s.Released != s.Fetched {
+	if s := src.Stats(); s.Done != 0 || s.Held != 0 || s.Released != s.Fetched {
 		t.Errorf("stats: %+v", s)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -40,6 +41,8 @@ type workerSpec struct {
 	FlushSleep  time.Duration // each flush sleeps this long: a remote bulk call
 	Work        int           // rounds of CPU work per request
 	Gate        string        // if set, Run starts on the first message to this subject
+	Plain       bool          // a plain nats.go consumer doing the same work, for a baseline
+	Partitions  int           // if set, read the partitioned stream PARTS (see partitionedSpec) with WithKey
 }
 
 // workerMain is a worker process: it runs a Source on the consumer
@@ -53,7 +56,11 @@ func workerMain() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	if err := runWorker(ctx, spec, os.Stdout); err != nil {
+	run := runWorker
+	if spec.Plain {
+		run = runPlain
+	}
+	if err := run(ctx, spec, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		return 1
 	}
@@ -66,26 +73,52 @@ func runWorker(ctx context.Context, spec workerSpec, out io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	cons, err := js.Consumer(ctx, jobsStream, consumerName)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
 	if err != nil {
 		return err
 	}
 	m := newMachine(spec.MaxItems, spec.FlushSleep)
 	m.work = spec.Work
-	p, err := statepipe.New[Job](m)
+	var opts []statepipe.Option
+	if spec.Partitions > 0 {
+		opts = append(opts, statepipe.WithKey(keyOf))
+	}
+	p, err := statepipe.New[Job](m, opts...)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
 	src := &spjs.Source[Job]{
-		Consumer: cons, JetStream: js, Decode: decodeJob, MaxInFlight: spec.MaxInFlight,
+		JetStream: js, Decode: decodeJob, MaxInFlight: spec.MaxInFlight,
 		FetchWait: 200 * time.Millisecond,
 		Sink:      &spjs.Sink[Job]{Subject: resultsSubj, Encode: encodeJob},
+		Logger:    slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
+	if spec.Partitions > 0 {
+		kv, err := js.KeyValue(ctx, membersBucket)
+		if err != nil {
+			return err
+		}
+		src.Partitions = partitionedSpec(spec.Partitions, kv)
+	} else if src.Consumer, err = js.Consumer(ctx, jobsStream, consumerName); err != nil {
+		return err
+	}
+	if err := waitGate(ctx, nc, spec, out); err != nil {
+		return err
+	}
+	if err := src.Run(ctx, p); err != nil {
+		return err
+	}
+	b, err := json.Marshal(src.Stats())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "stats %s\n", b)
+	return nil
+}
+
+// waitGate says the worker is ready and waits for the gate's signal.
+func waitGate(ctx context.Context, nc *nats.Conn, spec workerSpec, out io.Writer) error {
 	if spec.Gate != "" {
 		gate, err := nc.SubscribeSync(spec.Gate)
 		if err != nil {
@@ -101,21 +134,96 @@ func runWorker(ctx context.Context, spec workerSpec, out io.Writer) error {
 	} else {
 		fmt.Fprintln(out, "ready")
 	}
-	if err := src.Run(ctx, p); err != nil {
-		return err
-	}
-	b, err := json.Marshal(src.Stats())
+	return nil
+}
+
+// The partitioned stream of the worker processes: PARTS, on parts.<n>,
+// with members in membersBucket.
+const (
+	partsStream   = "PARTS"
+	membersBucket = "members"
+)
+
+// partitionedSpec is the Partitions of the worker processes.
+func partitionedSpec(count int, kv jetstream.KeyValue) *spjs.Partitions {
+	return &spjs.Partitions{Stream: partsStream, Subject: "parts.%d", Count: count, Members: kv,
+		Consumer: jetstream.ConsumerConfig{Durable: "ordered", AckWait: 30 * time.Second, MaxAckPending: 1000}}
+}
+
+// runPlain is the benchmarks' baseline: a hand-written nats.go consumer
+// doing the work the Source and the tests' machine do for each message
+// (decode, the CPU work, publish the result with a message ID, await the
+// stream's ack, ack), in fetches of 100, without statepipe.
+func runPlain(ctx context.Context, spec workerSpec, out io.Writer) error {
+	nc, err := nats.Connect(spec.URL, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "stats %s\n", b)
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
+	if err != nil {
+		return err
+	}
+	cons, err := js.Consumer(ctx, jobsStream, consumerName)
+	if err != nil {
+		return err
+	}
+	if err := waitGate(ctx, nc, spec, out); err != nil {
+		return err
+	}
+	var done uint64
+	type pending struct {
+		msg jetstream.Msg
+		ack jetstream.PubAckFuture
+	}
+	var batch []pending
+	for ctx.Err() == nil {
+		msgs, err := cons.Fetch(100, jetstream.FetchMaxWait(200*time.Millisecond))
+		if err != nil {
+			continue
+		}
+		batch = batch[:0]
+		for msg := range msgs.Messages() {
+			j, err := decodeJob(msg.Data())
+			if err != nil {
+				_ = msg.Term()
+				continue
+			}
+			if spec.Work > 0 {
+				burn(j.ID, spec.Work)
+			}
+			body, _ := encodeJob(j)
+			m := nats.NewMsg(resultsSubj)
+			m.Data = body
+			meta, _ := msg.Metadata()
+			m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s:%d", meta.Stream, meta.Sequence.Stream))
+			f, err := js.PublishMsgAsync(m)
+			if err != nil {
+				_ = msg.Nak()
+				continue
+			}
+			batch = append(batch, pending{msg, f})
+		}
+		for _, p := range batch {
+			select {
+			case <-p.ack.Ok():
+				_ = p.msg.Ack()
+				done++
+			case <-p.ack.Err():
+				_ = p.msg.Nak()
+			}
+		}
+	}
+	_ = nc.Flush()
+	fmt.Fprintf(out, "stats {\"Done\":%d}\n", done)
 	return nil
 }
 
 // worker is a worker process started by a test.
 type worker struct {
 	cmd   *exec.Cmd
-	lines chan string // its stdout, line by line; closed at its end
+	lines chan string   // its stdout, line by line; closed at its end
+	cpu   time.Duration // user and system CPU it used, once stopped
 }
 
 // startWorkers starts n worker processes and waits until each is ready.
@@ -167,12 +275,12 @@ func startWorkers(t testing.TB, n int, spec workerSpec) []*worker {
 }
 
 // stop ends the worker with SIGTERM and returns its stats.
-func (w *worker) stop(t testing.TB) spjs.SourceStats {
+func (w *worker) stop(t testing.TB) spjs.Stats {
 	t.Helper()
 	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	var stats spjs.SourceStats
+	var stats spjs.Stats
 	for l := range w.lines {
 		if js, ok := strings.CutPrefix(l, "stats "); ok {
 			if err := json.Unmarshal([]byte(js), &stats); err != nil {
@@ -183,6 +291,7 @@ func (w *worker) stop(t testing.TB) spjs.SourceStats {
 	if err := w.cmd.Wait(); err != nil {
 		t.Fatalf("worker: %v", err)
 	}
+	w.cpu = w.cmd.ProcessState.UserTime() + w.cmd.ProcessState.SystemTime()
 	return stats
 }
 
