@@ -48,7 +48,7 @@ func demoWorkerCommand(args []string, e env) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second)) // no publish waits for ever
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ type distributedResult struct {
 	batches   int64
 	dead      int64
 	workers   []workerReport
-	collector spjs.SourceStats
+	collector spjs.Stats
 	batch     statepipe.BatchStats
 	top       []packageRow
 	filesInfo *jetstream.ConsumerInfo
@@ -117,19 +117,19 @@ func printDistributed(w io.Writer, r distributedResult) {
 	fmt.Fprintln(w)
 	t := newTable(w, 0)
 	t.row("  \tpid\t%8s %12s %8s %6s %12s %10s", "files", "redelivered", "retried", "dead", "in-progress", "duplicates")
-	var sum spjs.SourceStats
+	var sum spjs.Stats
 	for _, wr := range r.workers {
 		s := wr.Stats
 		if wr.Lost {
 			t.row("  worker %d\t%d\t%8s   (killed: no report; the files it had not acked went to the others)", wr.ID, wr.Pid, "-")
 			continue
 		}
-		t.row("  worker %d\t%d\t%8d %12d %8d %6d %12d %10d", wr.ID, wr.Pid, s.Acked, s.Redelivered, s.Retried, s.DeadLettered, s.InProgress, s.Duplicates)
-		sum.Acked += s.Acked
+		t.row("  worker %d\t%d\t%8d %12d %8d %6d %12d %10d", wr.ID, wr.Pid, s.Done, s.Redelivered, s.Retried, s.DeadLettered, s.InProgress, s.Duplicates)
+		sum.Done += s.Done
 		sum.Redelivered += s.Redelivered
 	}
 	c := r.collector
-	t.row("  collector\t%d\t%8d %12d %8d %6d %12d %10s", os.Getpid(), c.Acked, c.Redelivered, c.Retried, c.DeadLettered, c.InProgress, "-")
+	t.row("  collector\t%d\t%8d %12d %8d %6d %12d %10s", os.Getpid(), c.Done, c.Redelivered, c.Retried, c.DeadLettered, c.InProgress, "-")
 	t.flush()
 	fmt.Fprintf(w, "\n  workers: files each processed and published, acked after the results stream stored them;\n")
 	fmt.Fprintf(w, "  collector: rows committed to SQLite, %d flushes by reason: %s\n", r.batch.TotalFlushes(), flushReasons(r.batch))

@@ -57,7 +57,7 @@ const (
 type workerReport struct {
 	ID    int
 	Pid   int
-	Stats spjs.SourceStats
+	Stats spjs.Stats
 	Lost  bool `json:"-"` // the worker ended without a report: killed
 }
 
@@ -90,7 +90,7 @@ func runDistributed(e env, cfg demoConfig, t *tree) error {
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second)) // no publish waits for ever
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func runDistributed(e env, cfg demoConfig, t *tree) error {
 	fmt.Fprintf(e.stderr, "statepipe: %d workers on %s share %d files\n", len(workers), url, t.total)
 	dead := func() int64 { return int64(streamLen(js, deadStream)) }
 	prog := startProgress(e.stderr, e.tty, cfg.tick, "demo", int64(t.total), func() int64 {
-		return int64(collector.Stats().Acked)
+		return int64(collector.Stats().Done)
 	})
 
 	// Wait until every file is a committed row or a dead letter, or for
@@ -158,7 +158,7 @@ wait:
 	for {
 		select {
 		case <-tick.C:
-			done := int64(collector.Stats().Acked)
+			done := int64(collector.Stats().Done)
 			if done+dead() >= int64(t.total) {
 				break wait
 			}
@@ -193,7 +193,7 @@ wait:
 		published += r.Stats.Published - r.Stats.Duplicates
 	}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if s := collector.Stats(); s.Acked+s.DeadLettered >= published {
+		if s := collector.Stats(); s.Done+s.DeadLettered >= published {
 			break
 		}
 	}
