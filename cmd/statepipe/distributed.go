@@ -152,34 +152,24 @@ func runDistributed(e env, cfg demoConfig, t *tree) error {
 
 	// Wait until every file is a committed row or a dead letter, or for
 	// Ctrl-C.
-	tick := time.NewTicker(20 * time.Millisecond)
-	interrupted, killed := false, false
-wait:
-	for {
-		select {
-		case <-tick.C:
-			done := int64(collector.Stats().Done)
-			if done+dead() >= int64(t.total) {
-				break wait
-			}
-			if cfg.killWorker && !killed && done >= int64(t.total)/3 {
-				killed = true
-				_ = workers[0].cmd.Process.Kill()
-				fmt.Fprintf(e.stderr, "\nstatepipe: killed worker 1 (SIGKILL) with %d of %d files committed; its files go to the others after AckWait (%v)\n",
-					done, t.total, workerAckWait)
-			}
-		case <-e.stop.Done():
-			interrupted = true
-			break wait
-		case err := <-collected:
-			tick.Stop()
-			prog.finish()
-			stopWorkers(workers)
-			p.Close()
-			return fmt.Errorf("collector: %w", err)
+	var onThird func(done int64)
+	if cfg.killWorker {
+		onThird = func(done int64) {
+			_ = workers[0].cmd.Process.Kill()
+			fmt.Fprintf(e.stderr, "\nstatepipe: killed worker 1 (SIGKILL) with %d of %d files committed; its files go to the others after AckWait (%v)\n",
+				done, t.total, workerAckWait)
 		}
 	}
-	tick.Stop()
+	interrupted, err := watchRun(e, int64(t.total), func() (int64, int64) {
+		done := int64(collector.Stats().Done)
+		return done, done + dead()
+	}, collected, onThird)
+	if err != nil {
+		prog.finish()
+		stopWorkers(workers)
+		p.Close()
+		return fmt.Errorf("collector: %w", err)
+	}
 	elapsed := time.Since(start)
 	if !interrupted {
 		// Every file is in: the last progress line now, with the time of

@@ -211,34 +211,24 @@ func runKafka(e env, cfg demoConfig, t *tree) error {
 		return int64(collector.Stats().Done)
 	})
 
-	tick := time.NewTicker(20 * time.Millisecond)
-	interrupted, killed := false, false
-wait:
-	for {
-		select {
-		case <-tick.C:
-			done := int64(collector.Stats().Done)
-			if done+dead.Load() >= int64(t.total) {
-				break wait
-			}
-			if cfg.killWorker && !killed && done >= int64(t.total)/3 {
-				killed = true
-				_ = workers[0].cmd.Process.Kill()
-				fmt.Fprintf(e.stderr, "\nstatepipe: killed worker 1 (SIGKILL) with %d of %d files committed; its open transaction is aborted and its partitions move to the others (after %v)\n",
-					done, t.total, kafkaTxnTimeout)
-			}
-		case <-e.stop.Done():
-			interrupted = true
-			break wait
-		case err := <-collected:
-			tick.Stop()
-			prog.finish()
-			stopKafkaWorkers(workers)
-			p.Close()
-			return fmt.Errorf("collector: %w", err)
+	var onThird func(done int64)
+	if cfg.killWorker {
+		onThird = func(done int64) {
+			_ = workers[0].cmd.Process.Kill()
+			fmt.Fprintf(e.stderr, "\nstatepipe: killed worker 1 (SIGKILL) with %d of %d files committed; its open transaction is aborted and its partitions move to the others (after %v)\n",
+				done, t.total, kafkaTxnTimeout)
 		}
 	}
-	tick.Stop()
+	interrupted, err := watchRun(e, int64(t.total), func() (int64, int64) {
+		done := int64(collector.Stats().Done)
+		return done, done + dead.Load()
+	}, collected, onThird)
+	if err != nil {
+		prog.finish()
+		stopKafkaWorkers(workers)
+		p.Close()
+		return fmt.Errorf("collector: %w", err)
+	}
 	elapsed := time.Since(start)
 	if !interrupted {
 		prog.finishAt(elapsed)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -98,4 +99,33 @@ func stopWorkerProcs[R any](ws []*workerProc[R], lost func(*workerProc[R]) R) []
 	}
 	wg.Wait()
 	return reports
+}
+
+// watchRun polls a distributed run until every file is settled (settled
+// reaches total), the user interrupts (interrupted), or the collector fails
+// (its error). If onThird is not nil it runs once, when a third of the
+// files are committed (--kill-worker).
+func watchRun(e env, total int64, progress func() (committed, settled int64), collected <-chan error, onThird func(committed int64)) (interrupted bool, err error) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			committed, settled := progress()
+			if settled >= total {
+				return false, nil
+			}
+			if onThird != nil && committed >= total/3 {
+				onThird(committed)
+				onThird = nil
+			}
+		case <-e.stop.Done():
+			return true, nil
+		case err := <-collected:
+			if err == nil {
+				err = errors.New("stopped before every file was in")
+			}
+			return false, err
+		}
+	}
 }
