@@ -1,14 +1,12 @@
 package jetstream_test
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -19,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/statepipe/statepipe"
+	"github.com/statepipe/statepipe/connect/internal/proctest"
 	spjs "github.com/statepipe/statepipe/connect/jetstream"
 )
 
@@ -27,9 +26,7 @@ import (
 const workerEnv = "STATEPIPE_JETSTREAM_WORKER"
 
 func TestMain(m *testing.M) {
-	if os.Getenv(workerEnv) != "" {
-		os.Exit(workerMain())
-	}
+	proctest.Main(workerEnv, workerMain)
 	os.Exit(m.Run())
 }
 
@@ -48,9 +45,9 @@ type workerSpec struct {
 // workerMain is a worker process: it runs a Source on the consumer
 // "workers" of JOBS with the tests' machine and a Sink to "results", until
 // SIGTERM; then it drains and prints its stats as JSON on stdout.
-func workerMain() int {
+func workerMain(specJSON string) int {
 	var spec workerSpec
-	if err := json.Unmarshal([]byte(os.Getenv(workerEnv)), &spec); err != nil {
+	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		return 2
 	}
@@ -221,9 +218,8 @@ func runPlain(ctx context.Context, spec workerSpec, out io.Writer) error {
 
 // worker is a worker process started by a test.
 type worker struct {
-	cmd   *exec.Cmd
-	lines chan string   // its stdout, line by line; closed at its end
-	cpu   time.Duration // user and system CPU it used, once stopped
+	*proctest.Proc
+	cpu time.Duration // user and system CPU it used, once stopped
 }
 
 // startWorkers starts n worker processes and waits until each is ready.
@@ -233,43 +229,13 @@ func startWorkers(t testing.TB, n int, spec workerSpec) []*worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws := make([]*worker, n)
-	for i := range ws {
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), workerEnv+"="+string(b))
-		cmd.Stderr = &prefixWriter{t: t, prefix: "worker " + strconv.Itoa(i) + ": "}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		w := &worker{cmd: cmd, lines: make(chan string, 16)}
-		go func() {
-			defer close(w.lines)
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				w.lines <- sc.Text()
-			}
-		}()
-		ws[i] = w
-		t.Cleanup(func() {
-			if cmd.ProcessState == nil {
-				_ = cmd.Process.Kill()
-				_ = cmd.Wait()
-			}
-		})
+	names, specs := make([]string, n), make([]string, n)
+	for i := range n {
+		names[i], specs[i] = "worker "+strconv.Itoa(i), string(b)
 	}
-	for i, w := range ws {
-		select {
-		case l := <-w.lines:
-			if l != "ready" {
-				t.Fatalf("worker %d: %q, want ready", i, l)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatalf("worker %d not ready after 30s", i)
-		}
+	ws := make([]*worker, n)
+	for i, p := range proctest.Start(t, workerEnv, names, specs) {
+		ws[i] = &worker{Proc: p}
 	}
 	return ws
 }
@@ -277,44 +243,17 @@ func startWorkers(t testing.TB, n int, spec workerSpec) []*worker {
 // stop ends the worker with SIGTERM and returns its stats.
 func (w *worker) stop(t testing.TB) spjs.Stats {
 	t.Helper()
-	if err := w.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
 	var stats spjs.Stats
-	for l := range w.lines {
+	for _, l := range w.Stop(t) {
 		if js, ok := strings.CutPrefix(l, "stats "); ok {
 			if err := json.Unmarshal([]byte(js), &stats); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	if err := w.cmd.Wait(); err != nil {
-		t.Fatalf("worker: %v", err)
-	}
-	w.cpu = w.cmd.ProcessState.UserTime() + w.cmd.ProcessState.SystemTime()
+	w.cpu = w.CPU()
 	return stats
 }
 
 // kill ends the worker with SIGKILL: no drain, no acks.
-func (w *worker) kill(t testing.TB) {
-	t.Helper()
-	if err := w.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	for range w.lines {
-	}
-	_ = w.cmd.Wait()
-}
-
-// prefixWriter logs a worker's stderr through the test.
-type prefixWriter struct {
-	t      testing.TB
-	prefix string
-}
-
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
-		p.t.Log(p.prefix + l)
-	}
-	return len(b), nil
-}
+func (w *worker) kill(t testing.TB) { w.Kill(t) }

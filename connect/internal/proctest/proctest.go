@@ -104,6 +104,15 @@ func (p *Proc) Kill(t testing.TB) {
 	_ = p.cmd.Wait()
 }
 
+// CPU returns the user and system CPU the worker used, once it has been
+// stopped or killed.
+func (p *Proc) CPU() time.Duration {
+	if st := p.cmd.ProcessState; st != nil {
+		return st.UserTime() + st.SystemTime()
+	}
+	return 0
+}
+
 // prefixWriter logs a worker's stderr through the test.
 type prefixWriter struct {
 	t      testing.TB
