@@ -144,45 +144,6 @@ func New[T any](sm StateMachine[T], opts ...Option) (*Pipelines[T], error) {
 	return p, nil
 }
 
-// addWorkers starts n more workers.
-func (p *Pipelines[T]) addWorkers(n int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	old := *p.workers.Load()
-	ws := append(old[:len(old):len(old)], make([]*worker[T], n)...)
-	for i := len(old); i < len(ws); i++ {
-		ws[i] = newWorker(p)
-		p.nworkers.Add(1)
-		p.goEngine(ws[i].loop)
-	}
-	p.workers.Store(&ws)
-}
-
-// removeWorker takes a worker that is leaving (autoscaling) off the list,
-// and keeps what it counted: the lock order is that of collect. The
-// engine may be idle once it is gone, with no worker left to notice.
-func (p *Pipelines[T]) removeWorker(w *worker[T]) {
-	p.mu.Lock()
-	old := *p.workers.Load()
-	ws := make([]*worker[T], 0, len(old))
-	for _, o := range old {
-		if o != w {
-			ws = append(ws, o)
-		}
-	}
-	p.workers.Store(&ws)
-	w.stats.publish()
-	w.stats.mu.Lock()
-	p.outside.mu.Lock()
-	p.outside.c.merge(&w.stats.pub)
-	p.outside.mu.Unlock()
-	w.stats.pub.reset()
-	w.stats.mu.Unlock()
-	p.nworkers.Add(-1)
-	p.mu.Unlock()
-	p.tellIfIdle() // outside p.mu: a batcher's engineIdle takes its own lock, which bind holds before p.mu
-}
-
 // goEngine starts f on a goroutine of the engine, which Close joins.
 func (p *Pipelines[T]) goEngine(f func()) {
 	p.wg.Add(1)
