@@ -106,7 +106,8 @@ func (rs *records[T]) put(rec *record[T]) {
 	rec.trail = trail{}
 	rec.attempt, rec.retry, rec.line = 0, false, nil
 	// waiting and turn are empty by now, and left alone: a watcher that
-	// fired late may read them, under their own locks.
+	// fired late may read them (waiting under the retries' lock, turn's
+	// ticket atomically).
 	rs.pool.Put(rec)
 }
 
