@@ -293,3 +293,22 @@ func (s *store) Close() error {
 	_, err := s.db.Exec(`PRAGMA journal_mode = DELETE`)
 	return errors.Join(err, s.db.Close(), s.lock.Close())
 }
+
+// recordRun marks the run complete (or interrupted) and reads back the
+// figures of the summary: rows, transactions and the top packages.
+func (s *store) recordRun(ctx context.Context, db string, interrupted bool) (rows, batches int64, top []packageRow, err error) {
+	status := "complete"
+	if interrupted {
+		status = "interrupted"
+	}
+	if err := s.finishRun(status); err != nil {
+		return 0, 0, nil, fmt.Errorf("cannot record the run in %s: %w", db, err)
+	}
+	if rows, batches, err = s.counts(ctx); err != nil {
+		return 0, 0, nil, fmt.Errorf("cannot read back %s: %w", db, err)
+	}
+	if top, err = s.topPackages(ctx, 5); err != nil {
+		return 0, 0, nil, fmt.Errorf("cannot query %s: %w", db, err)
+	}
+	return rows, batches, top, nil
+}

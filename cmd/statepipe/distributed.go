@@ -182,11 +182,7 @@ func runDistributed(e env, cfg demoConfig, t *tree) error {
 	for _, r := range reports {
 		published += r.Stats.Published - r.Stats.Duplicates
 	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if s := collector.Stats(); s.Done+s.DeadLettered >= published {
-			break
-		}
-	}
+	waitUpTo(10*time.Second, func() bool { s := collector.Stats(); return s.Done+s.DeadLettered >= published })
 	stopCollector()
 	cerr := <-collected
 	p.Close()
@@ -195,20 +191,9 @@ func runDistributed(e env, cfg demoConfig, t *tree) error {
 		return fmt.Errorf("collector: %w", cerr)
 	}
 
-	status := "complete"
-	if interrupted {
-		status = "interrupted"
-	}
-	if err := st.finishRun(status); err != nil {
-		return fmt.Errorf("cannot record the run in %s: %w", cfg.db, err)
-	}
-	rows, batches, err := st.counts(ctx)
+	rows, batches, top, err := st.recordRun(ctx, cfg.db, interrupted)
 	if err != nil {
-		return fmt.Errorf("cannot read back %s: %w", cfg.db, err)
-	}
-	top, err := st.topPackages(ctx, 5)
-	if err != nil {
-		return fmt.Errorf("cannot query %s: %w", cfg.db, err)
+		return err
 	}
 	info, _ := files.Info(ctx)
 	printDistributed(e.stdout, distributedResult{

@@ -235,15 +235,7 @@ func runKafka(e env, cfg demoConfig, t *tree) error {
 	}
 	reports := stopKafkaWorkers(workers)
 	// The collector stores what the workers committed before they stopped.
-	var published uint64
-	for _, r := range reports {
-		published += r.Stats.Published
-	}
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if s := collector.Stats(); s.Lag == 0 || s.Done >= uint64(t.total) {
-			break
-		}
-	}
+	waitUpTo(10*time.Second, func() bool { s := collector.Stats(); return s.Lag == 0 || s.Done >= uint64(t.total) })
 	stopCollector()
 	cerr := <-collected
 	p.Close()
@@ -252,20 +244,9 @@ func runKafka(e env, cfg demoConfig, t *tree) error {
 		return fmt.Errorf("collector: %w", cerr)
 	}
 
-	status := "complete"
-	if interrupted {
-		status = "interrupted"
-	}
-	if err := st.finishRun(status); err != nil {
-		return fmt.Errorf("cannot record the run in %s: %w", cfg.db, err)
-	}
-	rows, batches, err := st.counts(ctx)
+	rows, batches, top, err := st.recordRun(ctx, cfg.db, interrupted)
 	if err != nil {
-		return fmt.Errorf("cannot read back %s: %w", cfg.db, err)
-	}
-	top, err := st.topPackages(ctx, 5)
-	if err != nil {
-		return fmt.Errorf("cannot query %s: %w", cfg.db, err)
+		return err
 	}
 	printKafka(e.stdout, kafkaResult{
 		cfg: cfg, tree: t, brokers: brokers, partitions: partitions, elapsed: elapsed, rows: rows, batches: batches,

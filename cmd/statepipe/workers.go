@@ -129,3 +129,10 @@ func watchRun(e env, total int64, progress func() (committed, settled int64), co
 		}
 	}
 }
+
+// waitUpTo polls done every 10ms until it is true or d has passed.
+func waitUpTo(d time.Duration, done func() bool) {
+	for deadline := time.Now().Add(d); !done() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
